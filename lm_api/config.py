@@ -1,0 +1,66 @@
+"""lm_api settings, read from `LM_API_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL_FILE = "qwen2.5-0.5b-instruct-q4_k_m.gguf"
+
+
+def physical_cores() -> int:
+    """Physical cores among the CPUs this process may run on.
+
+    llama.cpp runs many times slower when its threads outnumber the cores (hyper-threads
+    and CPU quotas included), so the default is one thread per physical core we can use.
+    """
+    allowed = os.sched_getaffinity(0)
+    cores: set[tuple[str, str]] = set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return len(allowed)
+    for block in text.strip().split("\n\n"):
+        fields = dict(
+            (k.strip(), v.strip())
+            for k, _, v in (line.partition(":") for line in block.splitlines())
+        )
+        if "processor" not in fields or int(fields["processor"]) not in allowed:
+            continue
+        cores.add((fields.get("physical id", "0"), fields.get("core id", fields["processor"])))
+    return max(1, min(len(cores) or len(allowed), len(allowed)))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LM_API_", extra="ignore")
+
+    model_path: Path = Field(default=Path("models") / DEFAULT_MODEL_FILE)
+    # The id in /v1/models and in answers; default: the file name without .gguf.
+    model_name: str | None = None
+    n_ctx: int = Field(default=4096, ge=64)
+    # Default: physical cores (see physical_cores); never more than the usable cores.
+    n_threads: int | None = Field(default=None, ge=1)
+    n_batch: int = Field(default=512, ge=1)
+    # 0 = CPU only, -1 = every layer on the GPU (needs a CUDA/Metal build of llama.cpp).
+    n_gpu_layers: int = Field(default=0, ge=-1)
+    # Empty: the GGUF's own template, or ChatML when the GGUF has none. "chatml" forces
+    # ChatML; any other value is taken as a Jinja2 chat template.
+    chat_format: str | None = None
+    # Requests waiting behind the running one; one more answers 503 + Retry-After.
+    max_queue: int = Field(default=16, ge=0)
+    # Answer length when a request gives no max_tokens.
+    max_tokens: int = Field(default=512, ge=1)
+    # Empty: no check. Otherwise /v1/* need `Authorization: Bearer <token>`.
+    internal_token: str = ""
+
+    @property
+    def served_model_name(self) -> str:
+        return self.model_name or self.model_path.stem
+
+    @property
+    def threads(self) -> int:
+        usable = len(os.sched_getaffinity(0))
+        return min(self.n_threads or physical_cores(), usable)
