@@ -1,0 +1,441 @@
+"""The inference engine behind the HTTP layer.
+
+`Engine` is the interface the HTTP layer uses; `FifoEngine` is its first implementation:
+one llama.cpp context, one worker thread running generations one at a time in arrival
+order, a bounded waiting line. A batched engine (several sequences decoding together, as
+llama-server's slots do) can replace it without touching the HTTP layer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import llama_cpp
+
+from lm_api.config import Settings
+from lm_api.metrics import Metrics
+from lm_api.prompt import ChatPrompter, Prompt
+
+log = logging.getLogger("lm_api")
+
+State = Literal["loading", "ready", "failed"]
+
+
+# --- what callers get -----------------------------------------------------------------
+
+
+class NotReady(Exception):
+    """The model is loading or failed to load."""
+
+
+class QueueFull(Exception):
+    """Too many requests are waiting already."""
+
+
+class ContextLengthExceeded(Exception):
+    def __init__(self, prompt_tokens: int, n_ctx: int) -> None:
+        super().__init__(
+            f"This model's maximum context length is {n_ctx} tokens, but the messages "
+            f"take {prompt_tokens} tokens (at least one token must be left for the answer)."
+        )
+        self.prompt_tokens = prompt_tokens
+        self.n_ctx = n_ctx
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: Prompt
+    max_tokens: int  # already clamped to what is left of the context
+    temperature: float
+    top_p: float
+    stop: tuple[str, ...]  # the request's stops plus the chat format's
+    seed: int | None
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    finish_reason: Literal["stop", "length"]
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_ms: float | None  # from acceptance, queue wait included
+    generation_ms: float
+
+
+@dataclass(frozen=True)
+class Failed:
+    message: str
+
+
+Event = TextDelta | Finished | Failed
+
+
+class Generation:
+    """One accepted request: its events, and a way to give up on it."""
+
+    def __init__(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> None:
+        self.request = request
+        self.accepted_at = time.perf_counter()
+        self.cancelled = threading.Event()
+        self._loop = loop
+        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._on_cancel: Callable[[Generation], None] = lambda _g: None
+        # Set by the engine, under its lock, when the request leaves the waiting line
+        # (started, or cancelled while waiting), so it is counted out exactly once.
+        self.left_line = False
+
+    def emit(self, event: Event) -> None:
+        """Hand an event to the event loop (called from the worker thread)."""
+        try:
+            self._loop.call_soon_threadsafe(self._events.put_nowait, event)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            self.cancelled.set()
+
+    def cancel(self) -> None:
+        """Stop generating (the worker notices before the next token); idempotent."""
+        if not self.cancelled.is_set():
+            self.cancelled.set()
+            self._on_cancel(self)
+
+    async def events(self) -> AsyncIterator[Event]:
+        while True:
+            event = await self._events.get()
+            yield event
+            if not isinstance(event, TextDelta):
+                return
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    state: State
+    detail: str
+    model: str
+    n_ctx: int
+    queue_depth: int
+    running: int
+
+
+class Engine(Protocol):
+    def start(self) -> None: ...
+    def close(self) -> None: ...
+    def status(self) -> EngineStatus: ...
+    def prepare(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        max_tokens: int | None,
+        temperature: float,
+        top_p: float,
+        stop: list[str],
+        seed: int | None,
+    ) -> GenerationRequest: ...
+    def submit(self, request: GenerationRequest) -> Generation: ...
+
+
+# --- loading --------------------------------------------------------------------------
+
+Loader = Callable[[Settings], llama_cpp.Llama]
+
+
+def load_llama(settings: Settings) -> llama_cpp.Llama:
+    """Open the GGUF with llama.cpp; clear messages for the usual mistakes."""
+    path = settings.model_path
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"model file not found: {path} (set LM_API_MODEL_PATH; "
+            "`parlor download` fetches the default model, `parlor synth` writes a test one)"
+        )
+    with path.open("rb") as f:
+        if f.read(4) != b"GGUF":
+            raise ValueError(f"not a GGUF file: {path}")
+    return llama_cpp.Llama(
+        model_path=str(path),
+        n_ctx=settings.n_ctx,
+        n_threads=settings.threads,
+        n_threads_batch=settings.threads,
+        n_batch=settings.n_batch,
+        n_gpu_layers=settings.n_gpu_layers,
+        verbose=False,
+    )
+
+
+# --- stop strings ---------------------------------------------------------------------
+
+
+class StopMatcher:
+    """Cuts the text at the first stop string, holding back what could be the start of one."""
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self._stops = [s for s in stops if s]
+        self._pending = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """Text safe to send now, and whether a stop string was reached."""
+        self._pending += text
+        hits = [i for s in self._stops if (i := self._pending.find(s)) >= 0]
+        if hits:
+            out, self._pending = self._pending[: min(hits)], ""
+            return out, True
+        hold = 0
+        for s in self._stops:
+            for n in range(min(len(s) - 1, len(self._pending)), hold, -1):
+                if self._pending.endswith(s[:n]):
+                    hold = n
+                    break
+        cut = len(self._pending) - hold
+        out, self._pending = self._pending[:cut], self._pending[cut:]
+        return out, False
+
+    def flush(self) -> str:
+        out, self._pending = self._pending, ""
+        return out
+
+
+# --- the FIFO engine ------------------------------------------------------------------
+
+
+class FifoEngine:
+    """One llama.cpp context, generations one at a time, in arrival order."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, loader: Loader = load_llama) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._loader = loader
+        self._state: State = "loading"
+        self._detail = "loading the model"
+        self._llm: llama_cpp.Llama | None = None
+        self._prompter: ChatPrompter | None = None
+        self._vocab: Any = None
+        self._jobs: queue.SimpleQueue[Generation | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._waiting = 0  # accepted, not started, not cancelled
+        self._running: Generation | None = None
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # lifecycle
+
+    def start(self) -> None:
+        """Load the model and serve, in a background thread: the server answers meanwhile."""
+        self._thread = threading.Thread(target=self._main, name="lm_api-engine", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._lock:
+            running = self._running
+        if running is not None:
+            running.cancel()
+        self._jobs.put(None)
+        if self._thread is not None and self._state == "ready":
+            self._thread.join(timeout=30)
+
+    def _main(self) -> None:
+        s = self._settings
+        try:
+            llm = self._loader(s)
+            prompter = ChatPrompter(llm, s.chat_format)
+        except Exception as exc:
+            with self._lock:
+                self._state, self._detail = "failed", f"model failed to load: {exc}"
+            log.error("lm_api: %s", self._detail)
+            return
+        with self._lock:
+            self._llm, self._prompter = llm, prompter
+            self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
+            self._state, self._detail = "ready", "ready"
+        log.info(
+            "lm_api: model %s ready (n_ctx=%d, chat format: %s)",
+            s.model_path,
+            llm.n_ctx(),
+            prompter.source,
+        )
+        self._serve()
+
+    def status(self) -> EngineStatus:
+        with self._lock:
+            n_ctx = self._llm.n_ctx() if self._llm is not None else self._settings.n_ctx
+            return EngineStatus(
+                state=self._state,
+                detail=self._detail,
+                model=self._settings.served_model_name,
+                n_ctx=n_ctx,
+                queue_depth=self._waiting,
+                running=int(self._running is not None),
+            )
+
+    # requests
+
+    def prepare(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        max_tokens: int | None,
+        temperature: float,
+        top_p: float,
+        stop: list[str],
+        seed: int | None,
+    ) -> GenerationRequest:
+        """Format and tokenize (raises NotReady, ValueError, ContextLengthExceeded)."""
+        with self._lock:
+            if self._state != "ready" or self._prompter is None or self._llm is None:
+                raise NotReady(self._detail)
+            prompter, n_ctx = self._prompter, self._llm.n_ctx()
+        prompt = prompter.build(messages)
+        room = n_ctx - len(prompt.tokens)
+        if room < 1:
+            raise ContextLengthExceeded(len(prompt.tokens), n_ctx)
+        wanted = max_tokens if max_tokens is not None else self._settings.max_tokens
+        return GenerationRequest(
+            prompt=prompt,
+            max_tokens=min(wanted, room),
+            temperature=temperature,
+            top_p=top_p,
+            stop=(*stop, *prompt.stop),
+            seed=seed,
+        )
+
+    def submit(self, request: GenerationRequest) -> Generation:
+        """Accept a request into the line (raises NotReady, QueueFull)."""
+        gen = Generation(request, asyncio.get_running_loop())
+        with self._lock:
+            if self._state != "ready":
+                raise NotReady(self._detail)
+            busy = self._running is not None or self._waiting > 0
+            if busy and self._waiting >= self._settings.max_queue:
+                raise QueueFull(f"{self._waiting} requests are waiting already")
+            self._waiting += 1
+            self._metrics.queue_depth.set(self._waiting)
+            gen._on_cancel = self._cancelled
+        self._jobs.put(gen)
+        return gen
+
+    def _cancelled(self, gen: Generation) -> None:
+        # A cancelled waiting request leaves the line at once (the worker skips it later).
+        with self._lock:
+            if not gen.left_line:
+                gen.left_line = True
+                self._waiting -= 1
+                self._metrics.queue_depth.set(self._waiting)
+                self._metrics.generations.labels("cancelled").inc()
+
+    # the worker
+
+    def _serve(self) -> None:
+        while not self._closed.is_set():
+            gen = self._jobs.get()
+            if gen is None:
+                return
+            with self._lock:
+                if gen.left_line:  # cancelled while waiting
+                    continue
+                gen.left_line = True
+                self._waiting -= 1
+                self._running = gen
+                self._metrics.queue_depth.set(self._waiting)
+            self._metrics.in_progress.inc()
+            try:
+                self._run(gen)
+            finally:
+                self._metrics.in_progress.dec()
+                with self._lock:
+                    self._running = None
+
+    def _run(self, gen: Generation) -> None:
+        assert self._llm is not None
+        llm, req = self._llm, gen.request
+        n_prompt = len(req.prompt.tokens)
+        self._metrics.prompt_tokens.inc(n_prompt)
+        llm.set_seed(req.seed if req.seed is not None else random.getrandbits(31))
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stopper = StopMatcher(req.stop)
+        n = 0
+        reason: Literal["stop", "length", "cancelled"] = "length"
+        started = time.perf_counter()
+        first_at: float | None = None
+        tokens = llm.generate(
+            req.prompt.tokens,
+            temp=req.temperature,
+            top_p=req.top_p,
+            repeat_penalty=1.0,
+            # reset=True (the default) still keeps the KV cache of the longest common
+            # prefix with the previous generation: a growing chat re-reads only its tail.
+        )
+        try:
+            for token in tokens:
+                # Checked between tokens: a client that leaves frees the model at once.
+                if gen.cancelled.is_set():
+                    reason = "cancelled"
+                    break
+                if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                    reason = "stop"
+                    break
+                n += 1
+                if first_at is None:
+                    first_at = time.perf_counter()
+                text, hit = stopper.feed(decoder.decode(llm.detokenize([token])))
+                if text:
+                    gen.emit(TextDelta(text))
+                if hit:
+                    reason = "stop"
+                    break
+                if n >= req.max_tokens:
+                    break
+        except Exception as exc:
+            log.exception("lm_api: generation failed")
+            self._metrics.generations.labels("error").inc()
+            llm.reset()  # the context state is unknown now: re-read the next prompt fully
+            gen.emit(Failed(f"generation failed: {exc}"))
+            return
+        finally:
+            with contextlib.suppress(Exception):
+                tokens.close()
+        ended = time.perf_counter()
+        self._metrics.completion_tokens.inc(n)
+        self._metrics.generations.labels(reason).inc()
+        if first_at is not None:
+            self._metrics.ttft.observe(first_at - gen.accepted_at)
+            if n > 1 and ended > first_at:
+                self._metrics.tokens_per_second.observe((n - 1) / (ended - first_at))
+        if reason == "cancelled":
+            return
+        if reason == "length":
+            tail, _ = stopper.feed(decoder.decode(b"", final=True))
+            tail += stopper.flush()
+            if tail:
+                gen.emit(TextDelta(tail))
+        gen.emit(
+            Finished(
+                finish_reason=reason,
+                prompt_tokens=n_prompt,
+                completion_tokens=n,
+                ttft_ms=None if first_at is None else (first_at - gen.accepted_at) * 1000,
+                generation_ms=(ended - started) * 1000,
+            )
+        )
+
+
+def describe(settings: Settings) -> str:
+    """The effective settings, for the start-up log line."""
+    return (
+        f"model={Path(settings.model_path)} name={settings.served_model_name} "
+        f"n_ctx={settings.n_ctx} n_threads={settings.threads} n_batch={settings.n_batch} "
+        f"n_gpu_layers={settings.n_gpu_layers} chat_format={settings.chat_format or 'auto'} "
+        f"max_queue={settings.max_queue} max_tokens={settings.max_tokens} "
+        f"token={'set' if settings.internal_token else 'none'}"
+    )
