@@ -1,0 +1,132 @@
+"""Render Parlor's nginx template and run nginx as a plain child process.
+
+The official nginx image renders `nginx/templates/*.template` with envsubst, replacing only
+variables that are defined (and, in compose, only those matching `NGINX_ENVSUBST_FILTER`).
+`render_template` applies the same rule, so `parlor up`, the tests and compose run the very
+same file. `write_config` adds the small top-level nginx.conf the image would otherwise
+provide, with every path (pid, temp dirs, logs) under one prefix directory, so nginx runs
+unprivileged in the foreground on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TEMPLATE = REPO / "nginx" / "templates" / "default.conf.template"
+STATIC_ROOT = REPO / "chat_ui" / "static"
+
+# envsubst replaces both `${NAME}` and `$NAME`; nginx's own variables ($host, $scheme, ...)
+# are lowercase and never defined in the render environment, so they pass through.
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+# The file types chat_ui serves from /static/; nginx answers others as octet-stream.
+_MIME_TYPES = {
+    "text/html": "html",
+    "text/css": "css",
+    "text/plain": "txt",
+    "application/javascript": "js mjs",
+    "application/json": "json map",
+    "image/svg+xml": "svg",
+    "image/png": "png",
+    "image/x-icon": "ico",
+    "image/webp": "webp",
+    "font/woff2": "woff2",
+}
+
+
+def render_template(text: str, variables: Mapping[str, str]) -> str:
+    """Substitute the defined `variables` in `text` like envsubst; leave others untouched."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        return variables[name] if name in variables else match.group(0)
+
+    return _VARIABLE.sub(replace, text)
+
+
+def nginx_binary() -> str | None:
+    """The nginx executable on PATH (Debian also keeps it in /usr/sbin), or None."""
+    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+
+
+@dataclass(frozen=True)
+class NginxConfig:
+    prefix: Path
+    conf: Path
+    error_log: Path
+    access_log: Path
+
+    def command(self, binary: str) -> list[str]:
+        """The command line that runs this config in the foreground."""
+        return [binary, "-p", str(self.prefix), "-c", str(self.conf), "-g", "daemon off;"]
+
+    def test_command(self, binary: str) -> list[str]:
+        """`nginx -t` for this config."""
+        return [binary, "-t", "-q", "-p", str(self.prefix), "-c", str(self.conf)]
+
+
+def write_config(
+    prefix: Path,
+    *,
+    listen: str,
+    chat_ui_upstream: str,
+    static_root: Path = STATIC_ROOT,
+    template: Path = TEMPLATE,
+) -> NginxConfig:
+    """Render the site template under `prefix` with a top-level nginx.conf around it."""
+    prefix = prefix.resolve()
+    for sub in ("conf.d", "logs", "temp"):
+        (prefix / sub).mkdir(parents=True, exist_ok=True)
+    access_log = prefix / "logs" / "access.log"
+    error_log = prefix / "logs" / "error.log"
+    site = render_template(
+        template.read_text(),
+        {
+            "PARLOR_LISTEN": listen,
+            "PARLOR_CHAT_UI_UPSTREAM": chat_ui_upstream,
+            "PARLOR_STATIC_ROOT": str(Path(static_root).resolve()),
+            "PARLOR_ACCESS_LOG": str(access_log),
+        },
+    )
+    (prefix / "conf.d" / "default.conf").write_text(site)
+    types = "\n".join(f"        {mime} {exts};" for mime, exts in _MIME_TYPES.items())
+    temp = prefix / "temp"
+    conf = prefix / "nginx.conf"
+    # Started by root (CI, containers), nginx would run its workers as "nobody", who cannot
+    # read a private data or temp directory; keep them as the invoking user instead.
+    # Started by anyone else, nginx cannot switch users and needs no directive.
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    conf.write_text(
+        f"""# Written by parlor.nginx for a foreground, unprivileged nginx; do not edit.
+{user}worker_processes 1;
+pid {prefix / "nginx.pid"};
+error_log {error_log} warn;
+
+events {{
+    worker_connections 512;
+}}
+
+http {{
+    types {{
+{types}
+    }}
+    default_type application/octet-stream;
+    sendfile on;
+    keepalive_timeout 65;
+    client_body_temp_path {temp / "client_body"};
+    proxy_temp_path {temp / "proxy"};
+    fastcgi_temp_path {temp / "fastcgi"};
+    uwsgi_temp_path {temp / "uwsgi"};
+    scgi_temp_path {temp / "scgi"};
+
+    include {prefix / "conf.d" / "default.conf"};
+}}
+"""
+    )
+    return NginxConfig(prefix=prefix, conf=conf, error_log=error_log, access_log=access_log)
