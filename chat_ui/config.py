@@ -1,0 +1,56 @@
+"""chat_ui settings, read from the environment (prefix CHAT_UI_)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The development default: good enough on a laptop, refused in production so that a
+# deployment never signs cookies with a secret published in the repository.
+DEFAULT_SECRET = "parlor-development-secret-change-me"  # noqa: S105 (public on purpose)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CHAT_UI_", extra="ignore")
+
+    db_api_url: str = "http://127.0.0.1:8001"
+    # An OpenAI base URL including /v1, so any OpenAI-compatible server can stand in.
+    lm_api_url: str = "http://127.0.0.1:8002/v1"
+    secret_key: str = DEFAULT_SECRET
+    internal_token: str = ""
+    env: Literal["development", "production"] = "development"
+    # Model id sent to the OpenAI API; empty = the first model /v1/models lists.
+    model: str = ""
+    default_system_prompt: str = "You are a helpful assistant."
+    max_tokens: int = Field(default=512, ge=1)
+    # Context size used when /v1/models gives no meta.n_ctx.
+    context_tokens: int = Field(default=4096, ge=64)
+
+    # How long a login lasts; the browser key cookie lives much longer (see session.py).
+    session_max_age_s: int = Field(default=14 * 24 * 3600, ge=60)
+    browser_key_max_age_s: int = Field(default=400 * 24 * 3600, ge=60)
+    max_name_chars: int = Field(default=64, ge=1, le=128)
+    max_title_chars: int = Field(default=200, ge=1)
+    max_message_chars: int = Field(default=100_000, ge=1)
+    max_system_prompt_chars: int = Field(default=20_000, ge=1)
+    # Bodies above this are refused with 413 before any route reads them.
+    max_body_bytes: int = Field(default=512 * 1024, ge=1024)
+    # Partial answers are written to db_api at least this often.
+    flush_interval_s: float = Field(default=1.0, gt=0)
+    db_timeout_s: float = Field(default=10.0, gt=0)
+    lm_connect_timeout_s: float = Field(default=5.0, gt=0)
+    # Longest silence tolerated between two streamed chunks (queueing included).
+    lm_read_timeout_s: float = Field(default=600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _production_needs_a_secret(self) -> Settings:
+        if self.env == "production" and (
+            self.secret_key == DEFAULT_SECRET or len(self.secret_key) < 16
+        ):
+            raise ValueError(
+                "CHAT_UI_SECRET_KEY must be set to a random value of at least 16 characters "
+                "when CHAT_UI_ENV=production"
+            )
+        return self

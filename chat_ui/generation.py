@@ -1,0 +1,274 @@
+"""Background generations, owned by the app rather than by any HTTP request.
+
+A send starts one asyncio task per assistant message. The task streams from lm_api, keeps
+the text so far in memory, wakes every listener (each SSE connection follows with its own
+asyncio.Event, so a slow tab never holds up another), writes the partial text to db_api at
+least every `flush_interval_s` and, at the end, the final status with usage and timings.
+
+A pending message with no task in this process (chat_ui restarted mid-answer) is marked
+`interrupted`, its partial text kept, the first time a page or a stream looks at it: nobody
+will ever finish it, and restarting it silently could answer twice. The person gets the
+Retry button instead. This assumes one chat_ui process owns the generations (run it with
+one worker; scale out with sticky routing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from chat_ui.clients import JSON, DbApi, DbUnavailable, LmApi, LmError, NotFound
+from chat_ui.config import Settings
+from chat_ui.metrics import Metrics
+
+log = logging.getLogger("chat_ui.generation")
+
+RUNNING = ("pending", "streaming")
+# Per-message overhead of chat templates (role markers, separators), in tokens.
+MESSAGE_OVERHEAD_TOKENS = 8
+
+
+def estimate_tokens(text: str) -> int:
+    # Deliberately pessimistic (about 3 characters per token, where English averages ~4):
+    # overestimating only drops an old turn a little early, underestimating fails the call.
+    return len(text) // 3 + MESSAGE_OVERHEAD_TOKENS
+
+
+def fit_history(
+    system_prompt: str, turns: list[dict[str, str]], budget_tokens: int
+) -> list[dict[str, str]]:
+    """System prompt plus the newest turns that fit `budget_tokens`; oldest dropped first.
+
+    The system prompt and the latest turn are always kept (if even they do not fit,
+    lm_api says so and the answer is marked error with that reason). The kept history
+    starts with a user turn, since many chat templates require it.
+    """
+    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    used = sum(estimate_tokens(m["content"]) for m in system)
+    kept: list[dict[str, str]] = []
+    for turn in reversed(turns):
+        cost = estimate_tokens(turn["content"])
+        if kept and used + cost > budget_tokens:
+            break
+        kept.append(turn)
+        used += cost
+    kept.reverse()
+    while len(kept) > 1 and kept[0]["role"] != "user":
+        kept.pop(0)
+    return system + kept
+
+
+def history_before(chat: JSON, message_id: str) -> list[dict[str, str]]:
+    """The turns that precede `message_id`, as OpenAI messages, skipping failed answers."""
+    turns: list[dict[str, str]] = []
+    for msg in chat.get("messages", []):
+        if msg["id"] == message_id:
+            break
+        if msg["role"] not in ("user", "assistant") or not msg.get("content"):
+            continue
+        if msg["role"] == "assistant" and msg.get("status") in ("error", *RUNNING):
+            continue
+        turns.append({"role": msg["role"], "content": msg["content"]})
+    return turns
+
+
+@dataclass
+class Generation:
+    message_id: str
+    chat_id: str
+    owner: str
+    text: str = ""
+    status: str = "pending"
+    error: str | None = None
+    # The message as last written to db_api (or as it would have been), for rendering.
+    final: JSON | None = None
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    _listeners: set[asyncio.Event] = field(default_factory=set)
+
+    def notify(self) -> None:
+        for ev in self._listeners:
+            ev.set()
+
+    async def follow(self, offset: int = 0) -> AsyncIterator[tuple[str, int]]:
+        """Yield (text after offset, new offset) now and on every change until finished."""
+        ev = asyncio.Event()
+        self._listeners.add(ev)
+        try:
+            while True:
+                # Clear before reading: a change during the yield re-sets the event.
+                ev.clear()
+                if len(self.text) > offset:
+                    piece, offset = self.text[offset:], len(self.text)
+                    yield piece, offset
+                if self.finished.is_set():
+                    return
+                await ev.wait()
+        finally:
+            self._listeners.discard(ev)
+
+    @property
+    def listeners(self) -> int:
+        return len(self._listeners)
+
+
+class Generations:
+    """The registry of running generations, keyed by assistant message id."""
+
+    def __init__(self, settings: Settings, db: DbApi, lm: LmApi, metrics: Metrics) -> None:
+        self._settings = settings
+        self._db = db
+        self._lm = lm
+        self._metrics = metrics
+        self._running: dict[str, Generation] = {}
+
+    def get(self, message_id: str, owner: str) -> Generation | None:
+        gen = self._running.get(message_id)
+        return gen if gen is not None and gen.owner == owner else None
+
+    def start(self, owner: str, chat: JSON, message_id: str) -> Generation:
+        """Start answering `message_id` from the chat's history; idempotent while running."""
+        existing = self.get(message_id, owner)
+        if existing is not None:
+            return existing
+        gen = Generation(message_id=message_id, chat_id=chat["id"], owner=owner)
+        self._running[message_id] = gen
+        self._metrics.active_generations.inc()
+        gen.task = asyncio.create_task(self._run(gen, chat), name=f"generate-{message_id}")
+        return gen
+
+    async def stop(self, message_id: str, owner: str) -> Generation | None:
+        """Cancel a running generation and wait until its partial text is stored."""
+        gen = self.get(message_id, owner)
+        if gen is None or gen.task is None:
+            return None
+        gen.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(gen.task)
+        return gen
+
+    async def shutdown(self) -> None:
+        gens = list(self._running.values())
+        for gen in gens:
+            if gen.task is not None:
+                gen.task.cancel()
+        for gen in gens:
+            if gen.task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await gen.task
+
+    async def reconcile(self, owner: str, chat: JSON) -> JSON:
+        """Mark answers that no task will finish as interrupted (see module docstring)."""
+        for msg in chat.get("messages", []):
+            if msg["role"] == "assistant" and msg["status"] in RUNNING:
+                if self.get(msg["id"], owner) is None:
+                    with contextlib.suppress(NotFound):
+                        msg.update(
+                            await self._db.update_message(
+                                owner,
+                                msg["id"],
+                                status="interrupted",
+                                error="The answer was cut off when the server restarted.",
+                            )
+                        )
+        return chat
+
+    async def _run(self, gen: Generation, chat: JSON) -> None:
+        settings = self._settings
+        started = time.monotonic()
+        ttft_ms: float | None = None
+        usage: dict[str, int | None] = {"prompt_tokens": None, "completion_tokens": None}
+        last_flush = time.monotonic()
+        outcome = "complete"
+        try:
+            info = await self._lm.model_info(settings.model or chat.get("model") or "")
+            n_ctx = info.n_ctx if info and info.n_ctx else settings.context_tokens
+            model = chat.get("model") or settings.model or (info.id if info else "default")
+            # Never ask for more than half the context, so a small model still gets history.
+            max_tokens = max(1, min(settings.max_tokens, n_ctx // 2))
+            budget = n_ctx - max_tokens
+            system_prompt = chat.get("system_prompt") or settings.default_system_prompt
+            turns = history_before(chat, gen.message_id)
+            messages = fit_history(system_prompt, turns, budget)
+            for attempt in range(2):
+                try:
+                    async for delta in self._lm.stream_chat(model, messages, max_tokens):
+                        if delta.prompt_tokens is not None:
+                            usage["prompt_tokens"] = delta.prompt_tokens
+                        if delta.completion_tokens is not None:
+                            usage["completion_tokens"] = delta.completion_tokens
+                        if not delta.text:
+                            continue
+                        if ttft_ms is None:
+                            ttft_ms = (time.monotonic() - started) * 1000
+                        gen.text += delta.text
+                        gen.status = "streaming"
+                        gen.notify()
+                        if time.monotonic() - last_flush >= settings.flush_interval_s:
+                            last_flush = time.monotonic()
+                            await self._flush(gen, content=gen.text, status="streaming")
+                    break
+                except LmError as exc:
+                    # Our estimate was too optimistic for this tokenizer: halve the budget
+                    # once (dropping more old turns) before giving up.
+                    if exc.context_exceeded and attempt == 0 and not gen.text:
+                        messages = fit_history(system_prompt, turns, budget // 2)
+                        continue
+                    raise
+            gen.status = "complete"
+        except asyncio.CancelledError:
+            gen.status = outcome = "interrupted"
+        except LmError as exc:
+            gen.status = outcome = "error"
+            gen.error = exc.message
+        except NotFound:
+            # The chat was deleted while answering: nothing left to write to.
+            gen.status = outcome = "interrupted"
+        except Exception:
+            log.exception("generation %s failed", gen.message_id)
+            gen.status = outcome = "error"
+            gen.error = "Something went wrong while answering."
+        finally:
+            fields: dict[str, Any] = {
+                "content": gen.text,
+                "status": gen.status,
+                "error": gen.error,
+                "ttft_ms": ttft_ms,
+                "generation_ms": (time.monotonic() - started) * 1000,
+                **usage,
+            }
+            gen.final = await self._final_flush(gen, fields)
+            self._running.pop(gen.message_id, None)
+            self._metrics.active_generations.dec()
+            self._metrics.generations.labels(outcome=outcome).inc()
+            gen.finished.set()
+            gen.notify()
+
+    async def _flush(self, gen: Generation, **fields: Any) -> None:
+        try:
+            await self._db.update_message(gen.owner, gen.message_id, **fields)
+        except DbUnavailable as exc:
+            # The text is still in memory and the final flush will try again.
+            log.warning("partial flush of %s failed: %s", gen.message_id, exc)
+
+    async def _final_flush(self, gen: Generation, fields: dict[str, Any]) -> JSON:
+        local = {"id": gen.message_id, "chat_id": gen.chat_id, "role": "assistant", **fields}
+        for attempt in range(3):
+            try:
+                return await self._db.update_message(gen.owner, gen.message_id, **fields)
+            except NotFound:
+                return local
+            except DbUnavailable as exc:
+                log.warning(
+                    "final flush of %s failed (%s), attempt %d", gen.message_id, exc, attempt + 1
+                )
+                await asyncio.sleep(0.5 * (attempt + 1))  # back off before retrying db_api
+            except Exception:
+                log.exception("final flush of %s failed", gen.message_id)
+                break
+        return local

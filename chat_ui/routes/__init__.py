@@ -1,0 +1,1 @@
+"""chat_ui's routes, one module per area."""

@@ -1,0 +1,195 @@
+"""chat_ui under a real uvicorn (in a thread, so SSE truly streams) with fake backends."""
+
+from __future__ import annotations
+
+import html
+import re
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from chat_ui.config import Settings
+from chat_ui.main import create_app
+from tests.chat_ui.fakes import FakeDb, FakeLm
+from tests.support import free_port, wait_healthy
+
+CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
+
+
+class LiveServer:
+    def __init__(self, settings: Settings, db: FakeDb, lm: FakeLm) -> None:
+        self.app = create_app(settings, db_transport=db.transport(), lm_transport=lm.transport())
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=3,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        wait_healthy(self.url + "/health", deadline_s=20)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+@dataclass
+class Event:
+    event: str
+    data: str
+    id: str | None
+
+
+class Browser:
+    """One browser: its own cookie jar, the CSRF token of the last page it saw."""
+
+    def __init__(self, base_url: str) -> None:
+        self.client = httpx.Client(base_url=base_url, follow_redirects=False, timeout=20)
+        self.csrf = ""
+
+    def close(self) -> None:
+        self.client.close()
+
+    def get(self, url: str, **kw: Any) -> httpx.Response:
+        resp = self.client.get(url, **kw)
+        match = CSRF_META.search(resp.text)
+        if match:
+            self.csrf = match.group(1)
+        return resp
+
+    def post(
+        self, url: str, data: dict[str, str] | None = None, *, htmx: bool = False, **kw: Any
+    ) -> httpx.Response:
+        form = dict(data or {})
+        headers = dict(kw.pop("headers", {}))
+        if htmx:
+            headers.setdefault("HX-Request", "true")
+            headers.setdefault("X-CSRF-Token", self.csrf)
+        else:
+            form.setdefault("csrf_token", self.csrf)
+        return self.client.post(url, data=form, headers=headers, **kw)
+
+    def login(self, name: str) -> httpx.Response:
+        self.get("/")
+        resp = self.post("/login", {"name": name})
+        assert resp.status_code == 303, resp.text
+        self.get("/chats")
+        return resp
+
+    def new_chat(self) -> str:
+        resp = self.post("/chats")
+        assert resp.status_code == 303, resp.text
+        location = resp.headers["location"]
+        self.get(location)
+        return location.rsplit("/", 1)[1]
+
+    def send(self, chat_id: str, text: str, *, htmx: bool = False) -> httpx.Response:
+        return self.post(f"/chats/{chat_id}/messages", {"content": text}, htmx=htmx)
+
+    def events(self, url: str, headers: dict[str, str] | None = None) -> Iterator[Event]:
+        """SSE events of `url`, parsed as a browser's EventSource would, until it closes."""
+        with self.client.stream("GET", url, headers=headers) as resp:
+            assert resp.status_code == 200, resp.read()
+            event, data, last_id = "message", [], None
+            for line in resp.iter_lines():
+                if line == "":
+                    if data:
+                        yield Event(event, "\n".join(data), last_id)
+                    event, data = "message", []
+                    continue
+                if line.startswith(":"):
+                    continue
+                field, _, value = line.partition(":")
+                value = value[1:] if value.startswith(" ") else value
+                if field == "event":
+                    event = value
+                elif field == "data":
+                    data.append(value)
+                elif field == "id":
+                    last_id = value
+
+    def follow(self, chat_id: str, message_id: str, after: int = 0) -> tuple[str, Event]:
+        """The streamed text (unescaped) and the final `done` event."""
+        text = ""
+        url = f"/chats/{chat_id}/messages/{message_id}/stream?after={after}"
+        for ev in self.events(url):
+            if ev.event == "token":
+                text += html.unescape(ev.data)
+            elif ev.event == "done":
+                return text, ev
+        raise AssertionError("stream closed without a done event")
+
+
+@pytest.fixture
+def fake_db() -> FakeDb:
+    return FakeDb()
+
+
+@pytest.fixture
+def fake_lm() -> Iterator[FakeLm]:
+    lm = FakeLm()
+    yield lm
+    lm.release()  # never leave a held stream (and its waiting thread) behind
+
+
+@pytest.fixture
+def make_ui(fake_db: FakeDb, fake_lm: FakeLm) -> Iterator[Callable[..., LiveServer]]:
+    servers: list[LiveServer] = []
+
+    def make(**overrides: Any) -> LiveServer:
+        settings = Settings(
+            db_api_url="http://db_api",
+            lm_api_url="http://lm_api/v1",
+            secret_key="test-secret-0123456789",
+            **overrides,
+        )
+        server = LiveServer(settings, fake_db, fake_lm)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield make
+    fake_lm.release()
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def ui(make_ui: Callable[..., LiveServer]) -> LiveServer:
+    return make_ui()
+
+
+@pytest.fixture
+def browsers(ui: LiveServer) -> Iterator[Callable[[], Browser]]:
+    opened: list[Browser] = []
+
+    def new() -> Browser:
+        b = Browser(ui.url)
+        opened.append(b)
+        return b
+
+    yield new
+    for b in opened:
+        b.close()
+
+
+@pytest.fixture
+def browser(browsers: Callable[[], Browser]) -> Browser:
+    return browsers()
+
+
+def message_ids(page_html: str, role: str = "assistant") -> list[str]:
+    return re.findall(rf'<article id="msg-([0-9a-f-]+)" class="msg msg-{role}', page_html)
