@@ -1,0 +1,88 @@
+"""The three Dockerfiles, parsed for the essentials. There is no Docker engine on the test
+machines, so the images are not built here: this checks what a review would."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.support import REPO
+
+SERVICES = {"db_api": "db", "lm_api": "lm", "chat_ui": "ui"}
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    result = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            op, _, args = line.partition(" ")
+            result.append((op.upper(), args.strip()))
+    return result
+
+
+def resolve_args(steps: list[tuple[str, str]], value: str) -> str:
+    """Replace ${NAME} with the default of a global `ARG NAME=default`."""
+    defaults = dict(args.split("=", 1) for op, args in steps if op == "ARG" and "=" in args)
+    return re.sub(r"\$\{(\w+)\}", lambda m: defaults.get(m.group(1), m.group(0)), value)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_dockerfile_essentials(service: str) -> None:
+    steps = instructions(REPO / service / "Dockerfile")
+    ops = [op for op, _ in steps]
+
+    bases = [resolve_args(steps, args.split()[0]) for op, args in steps if op == "FROM"]
+    assert bases
+    for base in bases:
+        assert ":" in base and not base.endswith(":latest"), base
+    assert bases[-1] == "python:3.11-slim-bookworm"
+
+    users = [args for op, args in steps if op == "USER"]
+    assert users and users[-1] not in ("root", "0"), "the service must not run as root"
+    assert "useradd" in " ".join(args for op, args in steps if op == "RUN")
+
+    assert "HEALTHCHECK" in ops
+    health = next(args for op, args in steps if op == "HEALTHCHECK")
+    assert "http://127.0.0.1:8000/health" in health
+    assert ("EXPOSE", "8000") in steps
+    cmd = next(args for op, args in reversed(steps) if op == "CMD")
+    expected = f'["uvicorn", "{service}.main:app", "--host", "0.0.0.0", "--port", "8000"'
+    assert cmd.startswith(expected)
+
+    # Dependencies in their own layer, before the code, from the lock, this group only.
+    copies = [args for op, args in steps if op == "COPY" and "--from" not in args]
+    assert copies[0] == "pyproject.toml uv.lock ./"
+    assert any(c.startswith(f"{service}/ ") for c in copies[1:])
+    sync = next(args for op, args in steps if op == "RUN" and "uv sync" in args)
+    assert "--frozen" in sync and "--no-install-project" in sync
+    assert f"--no-default-groups --group {SERVICES[service]}" in sync
+    assert re.search(r"ghcr\.io/astral-sh/uv:\d+\.\d+\.\d+", sync)
+    code_index = next(i for i, (op, a) in enumerate(steps) if a.startswith(f"{service}/ "))
+    sync_index = next(i for i, (op, a) in enumerate(steps) if "uv sync" in a)
+    assert sync_index < code_index
+
+    # Every file copied from the build context exists in the repository.
+    for copy in copies:
+        for source in copy.split()[:-1]:
+            assert (REPO / source).exists(), f"{service}/Dockerfile copies missing {source}"
+
+
+def test_lm_api_compiles_in_a_builder_stage() -> None:
+    steps = instructions(REPO / "lm_api" / "Dockerfile")
+    froms = [args for op, args in steps if op == "FROM"]
+    assert len(froms) == 2 and froms[0].endswith(" AS build")
+    runs = " ".join(args for op, args in steps if op == "RUN")
+    assert "build-essential" in runs and "cmake" in runs
+    assert "--from=build /app/.venv /app/.venv" in [a for op, a in steps if op == "COPY"]
+    assert ("ARG", 'CMAKE_ARGS=""') in steps  # compose.gpu.yml sets -DGGML_CUDA=on
+
+
+def test_dockerignore_keeps_secrets_and_bulk_out() -> None:
+    ignored = set((REPO / ".dockerignore").read_text().split())
+    for entry in (".env", ".git", ".venv", "data", "models", "*.gguf", "tests"):
+        assert entry in ignored, entry
