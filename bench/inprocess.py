@@ -1,0 +1,42 @@
+"""llama-cpp-python in this very process: the limit every other depth is compared with."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bench.streams import SAMPLING, StreamTiming, answer_tokens
+
+
+@contextlib.contextmanager
+def load_llama(model: Path, *, threads: int, n_ctx: int) -> Iterator[Any]:
+    from llama_cpp import Llama
+
+    # The same n_batch as lm_api's default, so prompt evaluation is chunked alike.
+    llm = Llama(model_path=str(model), n_ctx=n_ctx, n_threads=threads, n_batch=512, verbose=False)
+    try:
+        yield llm
+    finally:
+        llm.close()
+
+
+def stream_inprocess(llm: Any, messages: list[dict[str, str]], max_tokens: int) -> StreamTiming:
+    timing = StreamTiming(t_request=time.perf_counter())
+    chunks = 0
+    finish: str | None = None
+    for chunk in llm.create_chat_completion(
+        messages=messages, max_tokens=max_tokens, stream=True, **SAMPLING
+    ):
+        choice = chunk["choices"][0]
+        if choice["delta"].get("content"):
+            now = time.perf_counter()
+            if chunks == 0:
+                timing.t_first = now
+            timing.t_last = now
+            chunks += 1
+        finish = choice.get("finish_reason") or finish
+    timing.tokens = answer_tokens(finish, max_tokens, chunks)
+    return timing

@@ -1,0 +1,126 @@
+"""Part 1: one stream, the same prompt and length, at three depths, against in-process."""
+
+from __future__ import annotations
+
+import httpx
+
+from bench.chat_client import Person
+from bench.context import Context
+from bench.inprocess import load_llama, stream_inprocess
+from bench.report import PartResult, Table, num, spread
+from bench.stats import ratio, summarize
+from bench.streams import StreamTiming, openai_model_id, stream_openai
+
+TITLE = "Single stream at three depths"
+
+
+def _record(result: PartResult, depth: str, timings: list[StreamTiming]) -> None:
+    result.data.setdefault("runs", {})[depth] = [t.as_dict() for t in timings]
+    result.failures += sum(not t.ok for t in timings)
+
+
+def run(ctx: Context) -> PartResult:
+    cfg = ctx.config
+    result = PartResult(1, TITLE)
+    depths: dict[str, list[StreamTiming]] = {}
+
+    # Depth 1, the limit: llama-cpp-python in this process, same threads and context.
+    with load_llama(cfg.model, threads=cfg.threads, n_ctx=cfg.n_ctx) as llm:
+        stream_inprocess(llm, cfg.prompt("warm-up"), cfg.max_tokens)
+        depths["in-process (llama-cpp-python)"] = [
+            stream_inprocess(llm, cfg.prompt(f"p1 in-process {i}"), cfg.max_tokens)
+            for i in range(cfg.runs)
+        ]
+
+    stack = ctx.stack
+    with httpx.Client(timeout=httpx.Timeout(900.0, connect=10.0)) as client:
+        model_id = openai_model_id(client, stack.lm_api_base, stack.lm_headers)
+        stream_openai(
+            client,
+            stack.lm_api_base,
+            model_id,
+            cfg.prompt("warm-up"),
+            cfg.max_tokens,
+            headers=stack.lm_headers,
+        )
+        depths["lm_api over HTTP"] = [
+            stream_openai(
+                client,
+                stack.lm_api_base,
+                model_id,
+                cfg.prompt(f"p1 lm_api {i}"),
+                cfg.max_tokens,
+                headers=stack.lm_headers,
+            )
+            for i in range(cfg.runs)
+        ]
+
+    with Person(stack.url, "bench-part1") as person:
+        person.login()
+        person.send(
+            person.new_chat(), cfg.prompt("warm-up")[0]["content"], max_tokens=cfg.max_tokens
+        )
+        depths["full stack (nginx → chat_ui SSE → lm_api)"] = [
+            person.send(
+                person.new_chat(),
+                cfg.prompt(f"p1 stack {i}")[0]["content"],
+                max_tokens=cfg.max_tokens,
+            )
+            for i in range(cfg.runs)
+        ]
+
+    table = Table(
+        f"Decode speed and first token, {cfg.max_tokens}-token answers",
+        [
+            "depth",
+            "decode tok/s",
+            "TTFT ms",
+            "decode vs in-process",
+            "TTFT - in-process ms",
+            "failures",
+        ],
+    )
+    base = depths["in-process (llama-cpp-python)"]
+    base_tps = summarize([t.decode_tps for t in base if t.ok]).median
+    base_ttft = summarize([t.ttft_ms for t in base if t.ok]).median
+    summary: dict[str, dict[str, float]] = {}
+    for depth, timings in depths.items():
+        _record(result, depth, timings)
+        ok = [t for t in timings if t.ok]
+        tps = summarize([t.decode_tps for t in ok])
+        ttft = summarize([t.ttft_ms for t in ok])
+        decode_ratio = ratio(tps.median, base_tps)
+        table.add(
+            depth,
+            spread(tps),
+            spread(ttft, 0),
+            f"{num(decode_ratio * 100, 1)} %",
+            num(ttft.median - base_ttft, 0),
+            str(len(timings) - len(ok)),
+        )
+        summary[depth] = {
+            "decode_tps": tps.median,
+            "ttft_ms": ttft.median,
+            "decode_ratio": decode_ratio,
+            "ttft_delta_ms": ttft.median - base_ttft,
+        }
+    result.tables.append(table)
+    result.data["summary"] = summary
+    stack_row = summary["full stack (nginx → chat_ui SSE → lm_api)"]
+    meets_decode = stack_row["decode_ratio"] >= 0.9
+    meets_ttft = stack_row["ttft_delta_ms"] <= 50
+    result.notes += [
+        "Target: full stack within 10 % of in-process decode speed — "
+        + ("MET" if meets_decode else "NOT MET")
+        + f" ({num(stack_row['decode_ratio'] * 100)} %); within 50 ms of its first token — "
+        + ("MET" if meets_ttft else "NOT MET")
+        + f" ({num(stack_row['ttft_delta_ms'], 0)} ms).",
+        "TTFT at the full stack counts from the POST of the message (storing it and the "
+        "pending answer in db_api, then the SSE connection), as a person counts from Send; "
+        "in-process counts from the call. Each run is a fresh prompt (a per-run tag first), "
+        "so prompt evaluation is always paid; one warm-up run per depth is not counted.",
+        "Decode tok/s = (tokens - 1) / (last token - first token); synthetic models always "
+        f"write exactly {cfg.max_tokens} tokens. At the full stack the 'tokens' are chat_ui's "
+        "SSE text events, which chat_ui may coalesce; the last one still marks the end.",
+    ]
+    return result

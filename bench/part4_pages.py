@@ -1,0 +1,160 @@
+"""Part 4: page speed through nginx (chat pages with 20 and 500 messages, a sidebar of 200
+chats) next to nginx serving a static file of the same size."""
+
+from __future__ import annotations
+
+import httpx
+import sqlalchemy as sa
+
+from bench.chat_client import Person
+from bench.context import Context
+from bench.pages import LoadResult, load
+from bench.report import PartResult, Table, num, spread
+from bench.services import INTERNAL_TOKEN, Stack
+from bench.stats import summarize
+
+TITLE = "Pages through nginx"
+
+USER_TEXT = "How do I read a CSV file in Python and sum one of its columns?"
+# A typical answer: prose, a list and a code block, so rendering does its real work
+# (Markdown, sanitizing, highlighting) on every message.
+ASSISTANT_TEXT = """Use the standard library's `csv` module:
+
+1. Open the file with `newline=""`.
+2. Read rows with `csv.DictReader`.
+3. Convert the column and add it up.
+
+```python
+import csv
+
+with open("data.csv", newline="") as f:
+    total = sum(float(row["amount"]) for row in csv.DictReader(f))
+print(total)
+```
+
+For large files, **pandas** (`pd.read_csv(...)["amount"].sum()`) is faster."""
+
+
+def owner_of_chat(database_url: str, chat_id: str) -> str:
+    """The owner key chat_ui gave a chat, read from the database (the owner is a hash of
+    the browser's secret key, which only chat_ui sees)."""
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT id, owner FROM chats")).all()
+    finally:
+        engine.dispose()
+    want = chat_id.replace("-", "").lower()
+    for row_id, owner in rows:
+        if str(row_id).replace("-", "").lower() == want:
+            return str(owner)
+    raise LookupError(f"chat {chat_id} not in the database")
+
+
+def _seed_messages(stack: Stack, owner: str, chat_id: str, count: int) -> None:
+    headers = {"X-Owner": owner, "Authorization": f"Bearer {INTERNAL_TOKEN}"}
+    with httpx.Client(base_url=stack.db_api.url, headers=headers, timeout=30) as db:
+        for i in range(count):
+            role, text = ("user", USER_TEXT) if i % 2 == 0 else ("assistant", ASSISTANT_TEXT)
+            db.post(
+                f"/chats/{chat_id}/messages", json={"role": role, "content": text}
+            ).raise_for_status()
+
+
+def _seed_chats(stack: Stack, owner: str, count: int) -> None:
+    headers = {"X-Owner": owner, "Authorization": f"Bearer {INTERNAL_TOKEN}"}
+    with httpx.Client(base_url=stack.db_api.url, headers=headers, timeout=30) as db:
+        for i in range(count):
+            db.post("/chats", json={"title": f"Trip planning, part {i + 1}"}).raise_for_status()
+
+
+def run(ctx: Context) -> PartResult:
+    cfg = ctx.config
+    stack = ctx.stack
+    result = PartResult(4, TITLE)
+    targets: list[tuple[str, str, str]] = []  # (label, path, cookie)
+    people: list[Person] = []
+    try:
+        for count in cfg.page_messages:
+            person = Person(stack.url, f"bench-p4-chat{count}")
+            people.append(person)
+            person.login()
+            chat_id = person.new_chat()
+            _seed_messages(stack, owner_of_chat(stack.database_url, chat_id), chat_id, count)
+            targets.append(
+                (f"chat page, {count} messages", f"/chats/{chat_id}", person.cookie_header)
+            )
+        person = Person(stack.url, f"bench-p4-sidebar{cfg.sidebar_chats}")
+        people.append(person)
+        person.login()
+        first = person.new_chat()
+        _seed_chats(stack, owner_of_chat(stack.database_url, first), cfg.sidebar_chats - 1)
+        targets.append((f"sidebar, {cfg.sidebar_chats} chats", "/chats", person.cookie_header))
+
+        table = Table(
+            f"{cfg.connections} connections, {cfg.duration_s} s per run",
+            ["page", "bytes", "requests/s", "p50 ms", "p99 ms", "errors"],
+        )
+        data: dict[str, dict[str, float | int | str]] = {}
+        for label, path, cookie in targets:
+            page = httpx.get(stack.url + path, headers={"Cookie": cookie}, timeout=60)
+            page.raise_for_status()
+            size = len(page.content)
+            static_name = f"{path.strip('/').replace('/', '-') or 'root'}.html"
+            (stack.static_root / "bench" / static_name).write_bytes(b"x" * size)
+            for row_label, url, row_cookie in (
+                (label, stack.url + path, cookie),
+                (
+                    f"static file, same size ({label})",
+                    f"{stack.url}/static/bench/{static_name}",
+                    None,
+                ),
+            ):
+                runs = [
+                    load(
+                        url,
+                        connections=cfg.connections,
+                        duration_s=cfg.duration_s,
+                        cookie=row_cookie,
+                    )
+                    for _ in range(cfg.runs)
+                ]
+                data[row_label] = _add_row(table, row_label, size, runs)
+                result.failures += int(data[row_label]["errors"])
+        result.tables.append(table)
+        result.data["pages"] = data
+    finally:
+        for person in people:
+            person.close()
+
+    big = f"chat page, {max(cfg.page_messages)} messages"
+    p99 = float(data[big]["p99_ms"])
+    result.notes += [
+        f"Target: a chat page with {max(cfg.page_messages)} messages under 50 ms at p99 — "
+        + ("MET" if p99 < 50 else "NOT MET")
+        + f" ({num(p99)} ms).",
+        "The load generator, nginx, chat_ui and db_api share the same CPUs, so requests/s "
+        "is a floor for a bigger machine; each chat page costs chat_ui a db_api round trip "
+        "for the chat with all its messages and one for the sidebar, then Markdown + "
+        "sanitizing + highlighting of every message.",
+        f"Load tool: {runs[0].tool}; 'errors' counts non-2xx answers and socket errors.",
+    ]
+    return result
+
+
+def _add_row(
+    table: Table, label: str, size: int, runs: list[LoadResult]
+) -> dict[str, float | int | str]:
+    rps = summarize([r.rps for r in runs])
+    p50 = summarize([r.p50_ms for r in runs])
+    p99 = summarize([r.p99_ms for r in runs])
+    errors = sum(r.errors for r in runs)
+    table.add(label, f"{size:,}", spread(rps, 0), spread(p50), spread(p99), str(errors))
+    return {
+        "bytes": size,
+        "rps": rps.median,
+        "p50_ms": p50.median,
+        "p99_ms": p99.median,
+        "errors": errors,
+        "tool": runs[0].tool,
+    }
