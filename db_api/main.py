@@ -1,0 +1,99 @@
+"""db_api: chats and messages over PostgreSQL or SQLite (`uvicorn db_api.main:app`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry
+
+from db_api.config import Settings
+from db_api.db import head_revision, make_engine, make_sessionmaker
+from db_api.metrics import MetricsMiddleware, RequestMetrics
+from db_api.routes import chats, messages, ops
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    engine = make_engine(
+        settings.database_url,
+        connect_timeout_s=settings.connect_timeout_s,
+        pool_size=settings.pool_size,
+        max_overflow=settings.max_overflow,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="Parlor db_api",
+        summary="Chats and messages, scoped by owner",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.head_revision = head_revision()
+    # One registry per app: tests build many apps in one process.
+    app.state.registry = CollectorRegistry()
+    app.add_middleware(MetricsMiddleware, metrics=RequestMetrics(app.state.registry))
+
+    app.include_router(chats.router)
+    app.include_router(messages.router)
+    app.include_router(ops.router)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    _add_database_error_handlers(app)
+    return app
+
+
+class _AsciiJSONResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        # ASCII escapes keep a lone surrogate echoed from the input valid JSON
+        # (the default UTF-8 rendering would crash on it).
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+MAX_ECHOED_INPUT_CHARS = 200
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 shape, but never echoing back a huge input (a 100 000-character
+    message) and always encodable."""
+    assert isinstance(exc, RequestValidationError)
+    errors = jsonable_encoder(exc.errors())
+    for error in errors:
+        if "input" in error and len(json.dumps(error["input"])) > MAX_ECHOED_INPUT_CHARS:
+            del error["input"]
+    return _AsciiJSONResponse({"detail": errors}, status_code=422)
+
+
+def _add_database_error_handlers(app: FastAPI) -> None:
+    # Connection-level failures (server down, restarting, network) are the database's
+    # fault, not the caller's: 503 so callers may retry, and no traceback in the body.
+    async def unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable: %s", exc)
+        return JSONResponse(
+            {"detail": "database unavailable, try again shortly"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
+    app.add_exception_handler(sa.exc.OperationalError, unavailable)
+    app.add_exception_handler(sa.exc.InterfaceError, unavailable)
+    app.add_exception_handler(sa.exc.TimeoutError, unavailable)  # pool exhausted
+
+
+app = create_app()

@@ -1,0 +1,1 @@
+"""HTTP routes: chats and messages (owner-scoped), health and metrics (open)."""

@@ -1,0 +1,78 @@
+"""Dependencies shared by the routes: settings, a database session, the caller's
+owner key and the internal token check."""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import WithJsonSchema
+from sqlalchemy.orm import Session
+
+from db_api.config import Settings
+
+OWNER_PATTERN = r"^[\x20-\x7e]{1,128}$"
+OWNER_RE = re.compile(OWNER_PATTERN)
+_bearer = HTTPBearer(auto_error=False, description="DB_API_INTERNAL_TOKEN, when configured")
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    # Transactions are opened and committed inside crud, before the response is
+    # built, so a failed commit is an error response, never a lost write.
+    with request.app.state.sessionmaker() as session:
+        yield session
+
+
+def require_token(
+    settings: Annotated[Settings, Depends(get_settings)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    expected = settings.internal_token
+    if not expected:
+        return
+    given = credentials.credentials if credentials else ""
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="missing or wrong internal token (Authorization: Bearer <token>)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def get_owner(
+    x_owner: Annotated[
+        str,
+        Header(description="The owner key: 1-128 printable ASCII characters."),
+        # Documented constraints, checked below with a message that names the header.
+        WithJsonSchema(
+            {"type": "string", "minLength": 1, "maxLength": 128, "pattern": OWNER_PATTERN}
+        ),
+    ],
+) -> str:
+    if not OWNER_RE.fullmatch(x_owner):
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("header", "x-owner"),
+                    "msg": "X-Owner must be 1 to 128 printable ASCII characters "
+                    f"(got {len(x_owner)} characters)",
+                }
+            ]
+        )
+    return x_owner
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+OwnerDep = Annotated[str, Depends(get_owner)]
