@@ -78,12 +78,17 @@ def write_config(
     chat_ui_upstream: str,
     static_root: Path = STATIC_ROOT,
     template: Path = TEMPLATE,
+    access_log: str | None = None,
 ) -> NginxConfig:
-    """Render the site template under `prefix` with a top-level nginx.conf around it."""
+    """Render the site template under `prefix` with a top-level nginx.conf around it.
+
+    The access log goes to `prefix`/logs/access.log unless `access_log` names another
+    path ("/dev/stdout" for `parlor up`, which shows it among the other logs).
+    """
     prefix = prefix.resolve()
     for sub in ("conf.d", "logs", "temp"):
         (prefix / sub).mkdir(parents=True, exist_ok=True)
-    access_log = prefix / "logs" / "access.log"
+    access_log_path = Path(access_log) if access_log else prefix / "logs" / "access.log"
     error_log = prefix / "logs" / "error.log"
     site = render_template(
         template.read_text(),
@@ -91,7 +96,7 @@ def write_config(
             "PARLOR_LISTEN": listen,
             "PARLOR_CHAT_UI_UPSTREAM": chat_ui_upstream,
             "PARLOR_STATIC_ROOT": str(Path(static_root).resolve()),
-            "PARLOR_ACCESS_LOG": str(access_log),
+            "PARLOR_ACCESS_LOG": str(access_log_path),
         },
     )
     (prefix / "conf.d" / "default.conf").write_text(site)
@@ -129,4 +134,4 @@ http {{
 }}
 """
     )
-    return NginxConfig(prefix=prefix, conf=conf, error_log=error_log, access_log=access_log)
+    return NginxConfig(prefix=prefix, conf=conf, error_log=error_log, access_log=access_log_path)

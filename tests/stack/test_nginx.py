@@ -48,6 +48,8 @@ def test_rendered_config_passes_nginx_t(tmp_path: Path) -> None:
 def static_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("static")
     (root / "app.3f9a1c.js").write_text("console.log('parlor');\n" * 100)
+    (root / "htmx-2.0.11.min.js").write_text("// htmx\n")
+    (root / "parlor.css").write_text("body { margin: 0 }\n")
     return root
 
 
@@ -111,6 +113,24 @@ def test_static_files_from_disk_with_long_cache(proxy: str, static_root: Path) -
     assert r.headers["content-encoding"] == "gzip"
     assert r.headers.get_list("x-content-type-options") == ["nosniff"]
     assert httpx.get(proxy + "/static/missing.js").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("path", "cache_control"),
+    [
+        ("/static/htmx-2.0.11.min.js", "public, max-age=31536000, immutable"),
+        ("/static/parlor.css?v=3f9a1c", "public, max-age=31536000, immutable"),
+        # No version in the URL: a change must reach browsers, so revalidate.
+        ("/static/parlor.css", "no-cache"),
+    ],
+)
+def test_long_cache_only_for_versioned_urls(proxy: str, path: str, cache_control: str) -> None:
+    r = httpx.get(proxy + path)
+    assert r.status_code == 200
+    assert r.headers.get_list("cache-control") == [cache_control]
+    if cache_control == "no-cache":
+        again = httpx.get(proxy + path, headers={"If-Modified-Since": r.headers["last-modified"]})
+        assert again.status_code == 304
 
 
 def _first_event_then_release(proxy: str, upstream: Service, path: str) -> None:

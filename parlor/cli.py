@@ -1,0 +1,97 @@
+"""`parlor`: the project's command line (`uv run parlor <command>`).
+
+    parlor up         run the whole chat on this machine, without Docker
+    parlor download   fetch the default model (lm_api.download)
+    parlor synth      write a synthetic GGUF model (lm_api.synthetic)
+    parlor migrate    bring a database's schema to the newest revision (db_api)
+
+The service packages are imported only by the command that needs them, so `parlor up
+--help` answers at once and a missing optional part fails only its own command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="parlor", description="Parlor, a private LLM chat.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser(
+        "up",
+        help="run db_api, lm_api, chat_ui (and nginx when installed) on this machine",
+        description="Run the whole chat on loopback, with SQLite under the data directory. "
+        "Stops everything on Ctrl-C or when one part dies.",
+    )
+    up.add_argument("--port", type=int, default=8080, help="port of the chat (default 8080)")
+    model = up.add_mutually_exclusive_group()
+    model.add_argument("--model", type=Path, metavar="PATH", help="a GGUF model file to serve")
+    model.add_argument(
+        "--demo",
+        action="store_true",
+        help="serve a small synthetic model (random weights, written on first use): "
+        "no download, nonsense answers",
+    )
+    up.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("data"),
+        help="where the database, secret key and demo model live (default ./data)",
+    )
+    up.add_argument(
+        "--no-nginx", action="store_true", help="serve chat_ui directly, even if nginx is installed"
+    )
+
+    # These two hand their arguments to the lm_api tools, which parse them (and --help).
+    for name, text in (
+        ("download", "download the default model (see `parlor download --help`)"),
+        ("synth", "write a synthetic GGUF model (see `parlor synth --help`)"),
+    ):
+        sub = commands.add_parser(name, help=text, add_help=False)
+        sub.add_argument("args", nargs=argparse.REMAINDER)
+
+    migrate = commands.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument(
+        "--database-url",
+        default=os.environ.get("DB_API_DATABASE_URL", "sqlite:///./data/parlor.db"),
+        help="SQLAlchemy URL (default: $DB_API_DATABASE_URL or sqlite:///./data/parlor.db)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "download":
+        from lm_api.download import main as download
+
+        return download(args.args)
+    if args.command == "synth":
+        from lm_api.synthetic import main as synth
+
+        return synth(args.args)
+    if args.command == "migrate":
+        from db_api.db import ensure_sqlite_directory, upgrade_database
+
+        ensure_sqlite_directory(args.database_url)
+        upgrade_database(args.database_url)
+        print("database is at the newest revision", file=sys.stderr)
+        return 0
+    from parlor.up import UpOptions, run
+
+    return run(
+        UpOptions(
+            port=args.port,
+            model=args.model,
+            demo=args.demo,
+            data_dir=args.data_dir,
+            nginx=not args.no_nginx,
+        )
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
