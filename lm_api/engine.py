@@ -82,7 +82,12 @@ class Failed:
     message: str
 
 
-Event = TextDelta | Finished | Failed
+@dataclass(frozen=True)
+class Cancelled:
+    """The caller gave up (client gone, stop, shutdown); nothing more will come."""
+
+
+Event = TextDelta | Finished | Failed | Cancelled
 
 
 class Generation:
@@ -111,6 +116,8 @@ class Generation:
         if not self.cancelled.is_set():
             self.cancelled.set()
             self._on_cancel(self)
+            # Ends events() for whoever still listens; after a Finished it is never read.
+            self.emit(Cancelled())
 
     async def events(self) -> AsyncIterator[Event]:
         while True:

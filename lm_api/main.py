@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lm_api.config import Settings
 from lm_api.engine import (
+    Cancelled,
     ContextLengthExceeded,
     Engine,
     Failed,
@@ -57,6 +58,8 @@ CHAT_PATH = "/v1/chat/completions"
 # Seconds a client should wait before retrying when the line is full or the model loads.
 RETRY_AFTER_QUEUE_FULL = 2
 RETRY_AFTER_LOADING = 5
+# nginx's status for "the client closed the connection before the answer" (metrics only).
+CLIENT_CLOSED = 499
 
 
 class OpenAIError(Exception):
@@ -226,24 +229,28 @@ def create_app(settings: Settings | None = None, *, loader: Loader | None = None
         except ValueError as exc:  # the chat template refused the messages
             raise OpenAIError(400, str(exc), param="messages") from exc
 
-        count(request, 200)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         model = settings.served_model_name
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            count(request, 200)  # the status line goes out now; later errors are in-stream
             return EventSourceResponse(
                 _stream(gen, completion_id, created, model, include_usage), ping=15
             )
-        return await _complete(gen, request, completion_id, created, model)
+        answer = await _complete(gen, request, completion_id, created, model)
+        count(request, 200 if answer is not None else CLIENT_CLOSED)
+        if answer is None:  # nobody is listening; send something valid anyway
+            raise OpenAIError(CLIENT_CLOSED, "client closed the request", code="cancelled")
+        return answer
 
     return app
 
 
 async def _complete(
     gen: Generation, request: Request, completion_id: str, created: int, model: str
-) -> ChatCompletion:
-    """Collect a whole answer; a client that hangs up meanwhile cancels it."""
+) -> ChatCompletion | None:
+    """Collect a whole answer; None when the client hung up meanwhile (which cancels it)."""
 
     async def cancel_on_disconnect() -> None:
         # The body is read already, so the next ASGI message is the disconnect.
@@ -272,6 +279,8 @@ async def _complete(
                 )
             elif isinstance(event, Failed):
                 raise OpenAIError(500, event.message, type="server_error", code="generation_failed")
+            elif isinstance(event, Cancelled):
+                return None
         raise OpenAIError(500, "generation ended without an answer", type="server_error")
     finally:
         watcher.cancel()
@@ -329,6 +338,8 @@ async def _stream(
                     message=event.message, type="server_error", code="generation_failed"
                 )
                 yield json.dumps({"error": error.model_dump()})
+            elif isinstance(event, Cancelled):
+                return  # server shutdown: no [DONE], so the client sees a cut stream
         yield "[DONE]"
     finally:
         # Reached on completion and when sse-starlette cancels us because the client left.
