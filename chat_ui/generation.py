@@ -183,8 +183,10 @@ class Generations:
         started = time.monotonic()
         ttft_ms: float | None = None
         usage: dict[str, int | None] = {"prompt_tokens": None, "completion_tokens": None}
-        last_flush = time.monotonic()
         outcome = "complete"
+        # Writes the text so far on a clock rather than per token, so that a stalled
+        # stream still has its latest text stored within the interval.
+        flusher = asyncio.create_task(self._flush_loop(gen), name=f"flush-{gen.message_id}")
         try:
             info = await self._lm.model_info(settings.model or chat.get("model") or "")
             n_ctx = info.n_ctx if info and info.n_ctx else settings.context_tokens
@@ -209,9 +211,6 @@ class Generations:
                         gen.text += delta.text
                         gen.status = "streaming"
                         gen.notify()
-                        if time.monotonic() - last_flush >= settings.flush_interval_s:
-                            last_flush = time.monotonic()
-                            await self._flush(gen, content=gen.text, status="streaming")
                     break
                 except LmError as exc:
                     # Our estimate was too optimistic for this tokenizer: halve the budget
@@ -234,6 +233,9 @@ class Generations:
             gen.status = outcome = "error"
             gen.error = "Something went wrong while answering."
         finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
             fields: dict[str, Any] = {
                 "content": gen.text,
                 "status": gen.status,
@@ -249,12 +251,26 @@ class Generations:
             gen.finished.set()
             gen.notify()
 
-    async def _flush(self, gen: Generation, **fields: Any) -> None:
-        try:
-            await self._db.update_message(gen.owner, gen.message_id, **fields)
-        except DbUnavailable as exc:
-            # The text is still in memory and the final flush will try again.
-            log.warning("partial flush of %s failed: %s", gen.message_id, exc)
+    async def _flush_loop(self, gen: Generation) -> None:
+        flushed = 0
+        while True:
+            await asyncio.sleep(self._settings.flush_interval_s)
+            if len(gen.text) == flushed:
+                continue
+            text = gen.text
+            try:
+                await self._db.update_message(
+                    gen.owner, gen.message_id, content=text, status="streaming"
+                )
+                flushed = len(text)
+            except NotFound:
+                # The chat was deleted while answering: stop answering it.
+                if gen.task is not None:
+                    gen.task.cancel()
+                return
+            except DbUnavailable as exc:
+                # The text is still in memory and the final flush tries again.
+                log.warning("partial flush of %s failed: %s", gen.message_id, exc)
 
     async def _final_flush(self, gen: Generation, fields: dict[str, Any]) -> JSON:
         local = {"id": gen.message_id, "chat_id": gen.chat_id, "role": "assistant", **fields}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -132,6 +133,22 @@ class Browser:
                 return text, ev
         raise AssertionError("stream closed without a done event")
 
+    def follow_live(
+        self, chat_id: str, message_id: str, release: Callable[[], None]
+    ) -> tuple[str, Event]:
+        """Follow an answer held after its first token: `release` it once the stream
+        has replayed that token, so the rest arrives live."""
+        text = ""
+        url = f"/chats/{chat_id}/messages/{message_id}/stream"
+        for ev in self.events(url):
+            if ev.event == "token":
+                if not text:
+                    release()
+                text += html.unescape(ev.data)
+            elif ev.event == "done":
+                return text, ev
+        raise AssertionError("stream closed without a done event")
+
 
 @pytest.fixture
 def fake_db() -> FakeDb:
@@ -189,6 +206,15 @@ def browsers(ui: LiveServer) -> Iterator[Callable[[], Browser]]:
 @pytest.fixture
 def browser(browsers: Callable[[], Browser]) -> Browser:
     return browsers()
+
+
+def eventually(condition: Callable[[], bool], deadline_s: float = 10.0) -> None:
+    """Poll `condition` until true, failing at the deadline (no fixed sleeps)."""
+    end = time.monotonic() + deadline_s
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError("condition not met before the deadline")
+        time.sleep(0.01)  # poll interval
 
 
 def message_ids(page_html: str, role: str = "assistant") -> list[str]:
