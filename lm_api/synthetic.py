@@ -16,7 +16,6 @@ import argparse
 import ctypes
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -305,15 +304,21 @@ def _write_f(path: Path, preset: Preset, vocab: Vocab, seed: int, chat_template:
     writer.close()
 
 
+def _ftype(kind: str) -> int:
+    import llama_cpp
+
+    ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{kind.upper()}", None)
+    if not isinstance(ftype, int):
+        raise ValueError(f"unknown quantization {kind!r} (try Q4_K_M, Q5_K_M, Q8_0)")
+    return ftype
+
+
 def quantize_gguf(src: Path, dst: Path, kind: str) -> None:
     """Quantize a GGUF with llama.cpp itself (`kind` such as Q4_K_M, Q8_0)."""
     import llama_cpp
 
-    ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{kind.upper()}", None)
-    if ftype is None:
-        raise ValueError(f"unknown quantization {kind!r} (try Q4_K_M, Q5_K_M, Q8_0)")
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = ftype
+    params.ftype = _ftype(kind)
     params.nthread = len(os.sched_getaffinity(0))
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
     if rc != 0:
@@ -347,20 +352,21 @@ def write_gguf(
     # A copied tokenizer decides the vocabulary size (real Qwen GGUFs pad it).
     shape = Preset(**{**p.__dict__, "n_vocab": len(vocab.tokens)})
 
-    fd, tmp_name = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    if quantize:
+        _ftype(quantize)  # refuse an unknown type before spending time on the weights
+    # Written next to the target and renamed: a reader never sees a half-written model.
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    qtmp = out.with_name(f".{out.name}.{os.getpid()}.q.tmp")
     try:
         _write_f(tmp, shape, vocab, seed, chat_template)
         if quantize:
-            fd, q_name = tempfile.mkstemp(prefix=out.name + ".", suffix=".q.tmp", dir=out.parent)
-            os.close(fd)
-            quantize_gguf(tmp, Path(q_name), quantize)
-            tmp.unlink()
-            tmp = Path(q_name)
-        tmp.replace(out)
+            quantize_gguf(tmp, qtmp, quantize)
+            qtmp.replace(out)
+        else:
+            tmp.replace(out)
     finally:
         tmp.unlink(missing_ok=True)
+        qtmp.unlink(missing_ok=True)
     return out
 
 
