@@ -93,6 +93,9 @@ class Gate:
 
 
 def toy_settings(model: Path, **overrides: Any) -> Settings:
+    # One thread: the toy model is too small to gain from more, and test machines are
+    # shared, where llama.cpp's spinning threads slow down many times when cores are busy.
+    overrides.setdefault("n_threads", 1)
     return Settings(model_path=model, n_ctx=overrides.pop("n_ctx", 1024), **overrides)
 
 
