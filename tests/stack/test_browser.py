@@ -1,0 +1,204 @@
+"""A person's session in real Chromium (Debian's /usr/bin/chromium, driven by Playwright)
+through nginx: login, new chat, send, watch the answer grow, stop, reload during an answer,
+rename, delete; and the core flow with JavaScript disabled.
+
+Screenshots of the main states go to test-artifacts/screenshots/. Every wait is one of
+Playwright's auto-waiting assertions: no sleeps.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.stack.conftest import Stack
+from tests.support import REPO
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = REPO / "test-artifacts" / "screenshots"
+CHAT_URL = re.compile(r".*/chats/([0-9a-f-]{36})$")
+# Generous: a deadline for a stuck page on a busy 2-core machine, not a timing check.
+WAIT_MS = 60_000
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent (Debian: apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _expect_timeout() -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=WAIT_MS)
+
+
+def shot(page: Any, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def login(page: Any, url: str, name: str) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(url + "/")
+    page.fill("#name", name)
+    page.click("#login-button")
+    expect(page).to_have_url(re.compile(r".*/chats$"))
+    expect(page.locator("#user-name")).to_have_text(name)
+
+
+def new_chat(page: Any) -> str:
+    from playwright.sync_api import expect
+
+    page.click("#new-chat")
+    expect(page).to_have_url(CHAT_URL)
+    match = CHAT_URL.match(page.url)
+    assert match
+    return match.group(1)
+
+
+def answer_text_length(page: Any, selector: str) -> int:
+    return len(page.locator(selector).inner_text())
+
+
+def wait_longer_than(page: Any, selector: str, length: int) -> int:
+    """Wait until the element's text is longer than `length`; its new length."""
+    page.wait_for_function(
+        "([sel, n]) => { const e = document.querySelector(sel);"
+        " return e !== null && e.textContent.length > n; }",
+        arg=[selector, length],
+        timeout=WAIT_MS,
+    )
+    return answer_text_length(page, selector)
+
+
+@pytest.fixture
+def page(browser: Any, slow_stack: Stack) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1200, "height": 800})
+    page = context.new_page()
+    yield page
+    # Whatever the test left running stops with its chat (delete stops generations).
+    for chat_id in getattr(page, "parlor_chats", []):
+        csrf = page.locator('meta[name="csrf-token"]').get_attribute("content")
+        page.request.post(
+            f"{slow_stack.url}/chats/{chat_id}/delete", form={"csrf_token": csrf or ""}
+        )
+    context.close()
+
+
+def test_chat_in_the_browser(page: Any, slow_stack: Stack) -> None:
+    from playwright.sync_api import expect
+
+    url = slow_stack.url
+    login(page, url, "Ada")
+    shot(page, "01-empty-state")
+    chat_id = new_chat(page)
+    page.parlor_chats = [chat_id]
+
+    # Send: the question appears at once, the answer streams in and grows.
+    page.fill("#composer-input", "Tell me about rivers")
+    page.click("#send")
+    expect(page.locator(".msg-user").last).to_contain_text("Tell me about rivers")
+    answer = page.locator(".msg-assistant").last
+    live = ".msg-assistant:last-of-type .msg-live"
+    expect(answer.locator(".msg-live")).not_to_be_empty()
+    first = answer_text_length(page, live)
+    second = wait_longer_than(page, live, first)
+    third = wait_longer_than(page, live, second)
+    assert 0 < first < second < third
+    expect(answer).to_have_attribute("data-status", re.compile("pending|streaming"))
+    shot(page, "02-answer-streaming")
+
+    # Stop: the partial answer stays, marked interrupted, with a way to retry.
+    page.click(".msg-assistant:last-of-type button.stop")
+    expect(answer).to_have_attribute("data-status", "interrupted")
+    expect(answer.locator(".msg-note")).to_contain_text("Stopped")
+    expect(answer.locator("button.retry")).to_be_visible()
+    assert len(answer.locator(".msg-body").inner_text()) > 0
+    shot(page, "03-answer-stopped")
+
+    # Reload while an answer runs: the page shows the text so far and keeps following.
+    page.fill("#composer-input", "And about stones?")
+    page.click("#send")
+    expect(page.locator(".msg-assistant")).to_have_count(2)
+    expect(page.locator(live)).not_to_be_empty()
+    before_reload = wait_longer_than(page, live, answer_text_length(page, live))
+    page.reload()
+    expect(page.locator(".msg-assistant")).to_have_count(2)
+    after_reload = answer_text_length(page, live)
+    assert after_reload >= before_reload  # nothing lost
+    wait_longer_than(page, live, after_reload)  # and it continues
+    shot(page, "04-reloaded-still-streaming")
+    page.click(".msg-assistant:last-of-type button.stop")
+    expect(page.locator(".msg-assistant").last).to_have_attribute("data-status", "interrupted")
+
+    # Rename, then delete.
+    page.click("summary")
+    page.fill("#chat-title", "Rivers and stones")
+    page.click("#rename")
+    expect(page.locator("#chat-heading")).to_have_text("Rivers and stones")
+    expect(page.locator("#chat-list")).to_contain_text("Rivers and stones")
+    shot(page, "05-renamed")
+    page.click("summary")
+    page.click("#delete-chat")
+    expect(page.locator("#confirm-delete")).to_be_visible()
+    shot(page, "06-confirm-delete")
+    page.click("#confirm-delete")
+    expect(page).to_have_url(re.compile(r".*/chats$"))
+    expect(page.locator("#chat-list")).not_to_contain_text("Rivers and stones")
+    page.parlor_chats = []
+
+
+def test_core_flow_without_javascript(browser: Any, quick_stack: Stack) -> None:
+    from playwright.sync_api import expect
+
+    context = browser.new_context(
+        java_script_enabled=False, viewport={"width": 1200, "height": 800}
+    )
+    page = context.new_page()
+    try:
+        login(page, quick_stack.url, "Grace")
+        new_chat(page)
+        page.fill("#composer-input", "Hello without scripts")
+        page.click("#send")
+        # The POST redirects to the chat page, which refreshes until the answer is done.
+        expect(page.locator(".msg-user").last).to_contain_text("Hello without scripts")
+        answer = page.locator(".msg-assistant").last
+        expect(answer).to_have_attribute("data-status", "complete")
+        expect(answer.locator(".msg-body")).not_to_be_empty()
+        shot(page, "07-no-js-answered")
+        page.locator("summary").click()
+        page.fill("#chat-title", "Plain HTML")
+        page.click("#rename")
+        expect(page.locator("#chat-heading")).to_have_text("Plain HTML")
+        page.locator("summary").click()
+        page.click("#delete-chat")
+        page.click("#confirm-delete")
+        expect(page).to_have_url(re.compile(r".*/chats$"))
+        expect(page.locator("#chat-list")).not_to_contain_text("Plain HTML")
+    finally:
+        context.close()
