@@ -8,7 +8,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 
 from db_api import crud
-from db_api.routes.deps import OwnerDep, SessionDep, SettingsDep, require_token
+from db_api.routes.deps import (
+    BODY_RESPONSES,
+    COMMON_RESPONSES,
+    ErrorOut,
+    OwnerDep,
+    SessionDep,
+    SettingsDep,
+    require_token,
+)
 from db_api.schemas import (
     ChatCreate,
     ChatOut,
@@ -21,9 +29,13 @@ from db_api.schemas import (
 
 # Deep paging is what a scraper does, not a sidebar; the bound keeps OFFSET cheap.
 MAX_OFFSET = 100_000
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such chat for this owner"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "No such chat for this owner"}
+}
 
-router = APIRouter(tags=["chats"], dependencies=[Depends(require_token)])
+router = APIRouter(
+    tags=["chats"], dependencies=[Depends(require_token)], responses=COMMON_RESPONSES
+)
 
 
 def _not_found() -> HTTPException:
@@ -42,7 +54,9 @@ def list_chats(
     return [ChatOut.model_validate(chat) for chat in chats]
 
 
-@router.post("/chats", status_code=status.HTTP_201_CREATED, response_model=ChatOut)
+@router.post(
+    "/chats", status_code=status.HTTP_201_CREATED, response_model=ChatOut, responses=BODY_RESPONSES
+)
 def create_chat(
     body: ChatCreate, owner: OwnerDep, session: SessionDep, settings: SettingsDep
 ) -> ChatOut:
@@ -64,7 +78,7 @@ def get_chat(chat_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> ChatWi
     )
 
 
-@router.patch("/chats/{chat_id}", response_model=ChatOut, responses=NOT_FOUND)
+@router.patch("/chats/{chat_id}", response_model=ChatOut, responses={**NOT_FOUND, **BODY_RESPONSES})
 def update_chat(
     chat_id: uuid.UUID,
     body: ChatUpdate,
@@ -100,7 +114,7 @@ def delete_chat(chat_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> Res
     "/chats/{chat_id}/messages",
     status_code=status.HTTP_201_CREATED,
     response_model=MessageOut,
-    responses=NOT_FOUND,
+    responses={**NOT_FOUND, **BODY_RESPONSES},
 )
 def add_message(
     chat_id: uuid.UUID,

@@ -6,12 +6,12 @@ from __future__ import annotations
 import hmac
 import re
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import WithJsonSchema
+from pydantic import BaseModel, WithJsonSchema
 from sqlalchemy.orm import Session
 
 from db_api.config import Settings
@@ -71,6 +71,21 @@ def get_owner(
             ]
         )
     return x_owner
+
+
+class ErrorOut(BaseModel):
+    detail: Any
+
+
+# Answers every owner-scoped route can give besides its own, for the OpenAPI document.
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "Missing or wrong internal token"},
+    503: {"model": ErrorOut, "description": "Database unavailable; retry later"},
+}
+# Bodies that are not JSON at all (undecodable bytes, absurd numbers or nesting).
+BODY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "The body could not be parsed"},
+}
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

@@ -8,16 +8,29 @@ import uuid
 from fastapi import APIRouter, Depends, HTTPException, status
 
 from db_api import crud
-from db_api.routes.deps import OwnerDep, SessionDep, SettingsDep, require_token
+from db_api.routes.deps import (
+    BODY_RESPONSES,
+    COMMON_RESPONSES,
+    ErrorOut,
+    OwnerDep,
+    SessionDep,
+    SettingsDep,
+    require_token,
+)
 from db_api.schemas import MessageOut, MessageUpdate, check_limits
 
-router = APIRouter(tags=["messages"], dependencies=[Depends(require_token)])
+router = APIRouter(
+    tags=["messages"], dependencies=[Depends(require_token)], responses=COMMON_RESPONSES
+)
 
 
 @router.patch(
     "/messages/{message_id}",
     response_model=MessageOut,
-    responses={404: {"description": "No such message for this owner"}},
+    responses={
+        404: {"model": ErrorOut, "description": "No such message for this owner"},
+        **BODY_RESPONSES,
+    },
 )
 def update_message(
     message_id: uuid.UUID,
