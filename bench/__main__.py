@@ -8,6 +8,7 @@ uv run python -m bench --quick --out /tmp/b    # the smoke-test form
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import traceback
@@ -116,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for number in cfg.parts:
             started = time.perf_counter()
+            # Other work on the machine moves every figure: say how busy it was.
+            run_info["load_average_at_start"] = round(os.getloadavg()[0], 2)
             try:
                 result = PARTS[number](ctx)
             except Exception:

@@ -22,52 +22,46 @@ def _record(result: PartResult, depth: str, timings: list[StreamTiming]) -> None
 def run(ctx: Context) -> PartResult:
     cfg = ctx.config
     result = PartResult(1, TITLE)
-    depths: dict[str, list[StreamTiming]] = {}
-
-    # Depth 1, the limit: llama-cpp-python in this process, same threads and context.
-    with load_llama(cfg.model, threads=cfg.threads, n_ctx=cfg.n_ctx) as llm:
-        stream_inprocess(llm, cfg.prompt("warm-up"), cfg.max_tokens)
-        depths["in-process (llama-cpp-python)"] = [
-            stream_inprocess(llm, cfg.prompt(f"p1 in-process {i}"), cfg.max_tokens)
-            for i in range(cfg.runs)
-        ]
 
     stack = ctx.stack
-    with httpx.Client(timeout=httpx.Timeout(900.0, connect=10.0)) as client:
+    inprocess, lm_api, full = (
+        "in-process (llama-cpp-python)",
+        "lm_api over HTTP",
+        "full stack (nginx → chat_ui SSE → lm_api)",
+    )
+    depths: dict[str, list[StreamTiming]] = {inprocess: [], lm_api: [], full: []}
+    # The limit (llama-cpp-python in this process, same threads and context) stays loaded
+    # beside the stack, and the depths take turns run by run: on a shared machine a burst
+    # of someone else's load then spreads over all three rows instead of one.
+    with (
+        load_llama(cfg.model, threads=cfg.threads, n_ctx=cfg.n_ctx) as llm,
+        httpx.Client(timeout=httpx.Timeout(900.0, connect=10.0)) as client,
+        Person(stack.url, "bench-part1") as person,
+    ):
         model_id = openai_model_id(client, stack.lm_api_base, stack.lm_headers)
-        stream_openai(
-            client,
-            stack.lm_api_base,
-            model_id,
-            cfg.prompt("warm-up"),
-            cfg.max_tokens,
-            headers=stack.lm_headers,
-        )
-        depths["lm_api over HTTP"] = [
-            stream_openai(
-                client,
-                stack.lm_api_base,
-                model_id,
-                cfg.prompt(f"p1 lm_api {i}"),
-                cfg.max_tokens,
-                headers=stack.lm_headers,
-            )
-            for i in range(cfg.runs)
-        ]
-
-    with Person(stack.url, "bench-part1") as person:
         person.login()
-        person.send(
-            person.new_chat(), cfg.prompt("warm-up")[0]["content"], max_tokens=cfg.max_tokens
-        )
-        depths["full stack (nginx → chat_ui SSE → lm_api)"] = [
-            person.send(
-                person.new_chat(),
-                cfg.prompt(f"p1 stack {i}")[0]["content"],
-                max_tokens=cfg.max_tokens,
-            )
-            for i in range(cfg.runs)
-        ]
+
+        def one(depth: str, tag: str) -> StreamTiming:
+            messages = cfg.prompt(tag)
+            if depth == inprocess:
+                return stream_inprocess(llm, messages, cfg.max_tokens)
+            if depth == lm_api:
+                return stream_openai(
+                    client,
+                    stack.lm_api_base,
+                    model_id,
+                    messages,
+                    cfg.max_tokens,
+                    headers=stack.lm_headers,
+                )
+            return person.send(person.new_chat(), messages[0]["content"], max_tokens=cfg.max_tokens)
+
+        # Tags of equal length, so every depth evaluates prompts of the same token count.
+        for k, depth in enumerate(depths):
+            one(depth, f"warm-up {k}")  # first-call costs are not what a person feels
+        for i in range(cfg.runs):
+            for k, (depth, timings) in enumerate(depths.items()):
+                timings.append(one(depth, f"p1 run {i} depth {k}"))
 
     table = Table(
         f"Decode speed and first token, {cfg.max_tokens}-token answers",
@@ -80,7 +74,7 @@ def run(ctx: Context) -> PartResult:
             "failures",
         ],
     )
-    base = depths["in-process (llama-cpp-python)"]
+    base = depths[inprocess]
     base_tps = summarize([t.decode_tps for t in base if t.ok]).median
     base_ttft = summarize([t.ttft_ms for t in base if t.ok]).median
     summary: dict[str, dict[str, float]] = {}
@@ -106,7 +100,7 @@ def run(ctx: Context) -> PartResult:
         }
     result.tables.append(table)
     result.data["summary"] = summary
-    stack_row = summary["full stack (nginx → chat_ui SSE → lm_api)"]
+    stack_row = summary[full]
     meets_decode = stack_row["decode_ratio"] >= 0.9
     meets_ttft = stack_row["ttft_delta_ms"] <= 50
     result.notes += [

@@ -3,6 +3,7 @@ llama-cpp-python's own server (the peer)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from functools import partial
 
@@ -18,49 +19,36 @@ from bench.stats import percentile, summarize
 from bench.streams import StreamTiming, openai_model_id, stream_openai
 
 TITLE = "Concurrent chats: Parlor's full stack vs llama_cpp.server"
+PEER = "llama_cpp.server (peer)"
 
 
-def _stack_rounds(ctx: Context, n: int) -> list[LoadRound]:
+def _stack_round(ctx: Context, people: list[Person], run: int) -> LoadRound:
     cfg = ctx.config
-    people = [Person(ctx.stack.url, f"bench-p2-{n}-{i}") for i in range(n)]
-    try:
-        for person in people:
-            person.login()
-        rounds = []
-        for run in range(cfg.runs):
-            jobs: list[Callable[[], StreamTiming]] = []
-            for i, person in enumerate(people):
-                text = cfg.prompt(f"p2 stack n{n} r{run} c{i}")[0]["content"]
-                jobs.append(
-                    partial(person.send, person.new_chat(), text, max_tokens=cfg.max_tokens)
-                )
-            rounds.append(run_round(jobs))
-        return rounds
-    finally:
-        for person in people:
-            person.close()
+    n = len(people)
+    jobs: list[Callable[[], StreamTiming]] = []
+    for i, person in enumerate(people):
+        text = cfg.prompt(f"p2 n{n} r{run} c{i}")[0]["content"]
+        jobs.append(partial(person.send, person.new_chat(), text, max_tokens=cfg.max_tokens))
+    return run_round(jobs)
 
 
-def _peer_rounds(ctx: Context, base_url: str, model_id: str, n: int) -> list[LoadRound]:
+def _peer_round(
+    ctx: Context, client: httpx.Client, base_url: str, model_id: str, n: int, run: int
+) -> LoadRound:
     cfg = ctx.config
-    limits = httpx.Limits(max_connections=n + 2)
-    with httpx.Client(timeout=httpx.Timeout(900.0, connect=10.0), limits=limits) as client:
-        return [
-            run_round(
-                [
-                    partial(
-                        stream_openai,
-                        client,
-                        base_url,
-                        model_id,
-                        cfg.prompt(f"p2 peer n{n} r{run} c{i}"),
-                        cfg.max_tokens,
-                    )
-                    for i in range(n)
-                ]
+    return run_round(
+        [
+            partial(
+                stream_openai,
+                client,
+                base_url,
+                model_id,
+                cfg.prompt(f"p2 n{n} r{run} c{i}"),
+                cfg.max_tokens,
             )
-            for run in range(cfg.runs)
+            for i in range(n)
         ]
+    )
 
 
 def _row(table: Table, label: str, n: int, rounds: list[LoadRound]) -> dict[str, float]:
@@ -106,34 +94,47 @@ def run(ctx: Context) -> PartResult:
             "failures",
         ],
     )
+    parlor_table = Table("", table.columns)
+    peer_table = Table("", table.columns)
     stack = ctx.stack
     summary: dict[str, dict[int, dict[str, float]]] = {"parlor": {}, "peer": {}}
     raw: dict[str, dict[int, list[list[dict[str, object]]]]] = {"parlor": {}, "peer": {}}
 
-    # Warm-up: the first answer after start pays one-off costs (page faults of the weights).
-    with Person(stack.url, "bench-p2-warm") as person:
-        person.login()
-        person.send(
-            person.new_chat(), cfg.prompt("warm-up")[0]["content"], max_tokens=cfg.max_tokens
+    with contextlib.ExitStack() as exits:
+        peer = exits.enter_context(
+            run_peer(cfg.model, cfg.workdir / "peer", threads=cfg.threads, n_ctx=cfg.n_ctx)
         )
-    with PeakSampler(stack.pids()) as sampler:
-        for n in cfg.concurrency:
-            rounds = _stack_rounds(ctx, n)
-            raw["parlor"][n] = [[t.as_dict() for t in r.timings] for r in rounds]
-            summary["parlor"][n] = _row(table, "Parlor (full stack)", n, rounds)
-    ctx.memory_peaks.update(sampler.peaks)
-
-    with run_peer(cfg.model, cfg.workdir / "peer", threads=cfg.threads, n_ctx=cfg.n_ctx) as peer:
-        with httpx.Client(timeout=60) as client:
-            model_id = openai_model_id(client, peer.base_url)
-            stream_openai(client, peer.base_url, model_id, cfg.prompt("warm-up"), cfg.max_tokens)
-        with PeakSampler({"llama_cpp.server (peer)": peer.proc.pid}) as sampler:
-            for n in cfg.concurrency:
-                rounds = _peer_rounds(ctx, peer.base_url, model_id, n)
-                raw["peer"][n] = [[t.as_dict() for t in r.timings] for r in rounds]
-                summary["peer"][n] = _row(table, "llama_cpp.server (peer)", n, rounds)
-        ctx.memory_peaks.update(sampler.peaks)
         result.data["peer_args"] = peer.args
+        limits = httpx.Limits(max_connections=max(cfg.concurrency) + 2)
+        client = exits.enter_context(
+            httpx.Client(timeout=httpx.Timeout(900.0, connect=10.0), limits=limits)
+        )
+        model_id = openai_model_id(client, peer.base_url)
+        # Warm-up: the first answer after start pays one-off costs (page faults of weights).
+        stream_openai(client, peer.base_url, model_id, cfg.prompt("warm-up"), cfg.max_tokens)
+        warm = exits.enter_context(Person(stack.url, "bench-p2-warm"))
+        warm.login()
+        warm.send(warm.new_chat(), cfg.prompt("warm-up")[0]["content"], max_tokens=cfg.max_tokens)
+
+        pids = {**stack.pids(), PEER: peer.proc.pid}
+        sampler = exits.enter_context(PeakSampler(pids))
+        for n in cfg.concurrency:
+            people = [exits.enter_context(Person(stack.url, f"bench-p2-{n}-{i}")) for i in range(n)]
+            for person in people:
+                person.login()
+            parlor_rounds: list[LoadRound] = []
+            peer_rounds: list[LoadRound] = []
+            # Parlor and the peer take turns round by round, so a burst of other load on
+            # a shared machine does not land on one side only.
+            for run in range(cfg.runs):
+                parlor_rounds.append(_stack_round(ctx, people, run))
+                peer_rounds.append(_peer_round(ctx, client, peer.base_url, model_id, n, run))
+            raw["parlor"][n] = [[t.as_dict() for t in r.timings] for r in parlor_rounds]
+            raw["peer"][n] = [[t.as_dict() for t in r.timings] for r in peer_rounds]
+            summary["parlor"][n] = _row(parlor_table, "Parlor (full stack)", n, parlor_rounds)
+            summary["peer"][n] = _row(peer_table, PEER, n, peer_rounds)
+    ctx.memory_peaks.update(sampler.peaks)  # closed (and sampled a last time) by now
+    table.rows = parlor_table.rows + peer_table.rows
 
     result.tables.append(table)
     result.data.update(summary=summary, runs=raw)

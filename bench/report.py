@@ -106,7 +106,9 @@ def _run_line(run: dict[str, Any]) -> str:
         f"llama-cpp-python {m.get('llama_cpp_python')}, nginx {m.get('nginx')}, "
         f"commit {m.get('commit')}. Model: {run.get('model_desc')}; threads: "
         f"{run.get('threads')}; runs: {run.get('runs')}; answer length: "
-        f"{run.get('max_tokens')} tokens{'; QUICK (smoke) form' if run.get('quick') else ''}._"
+        f"{run.get('max_tokens')} tokens; 1-minute load average when the part started: "
+        f"{run.get('load_average_at_start')} on {m.get('logical_cpus')} CPUs; took "
+        f"{run.get('seconds')} s{'; QUICK (smoke) form' if run.get('quick') else ''}._"
     )
 
 
