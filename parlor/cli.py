@@ -46,13 +46,9 @@ def _parser() -> argparse.ArgumentParser:
         "--no-nginx", action="store_true", help="serve chat_ui directly, even if nginx is installed"
     )
 
-    # These two hand their arguments to the lm_api tools, which parse them (and --help).
-    for name, text in (
-        ("download", "download the default model (see `parlor download --help`)"),
-        ("synth", "write a synthetic GGUF model (see `parlor synth --help`)"),
-    ):
-        sub = commands.add_parser(name, help=text, add_help=False)
-        sub.add_argument("args", nargs=argparse.REMAINDER)
+    # Listed for --help only: main() hands their arguments to the lm_api tools unparsed.
+    commands.add_parser("download", help="download the default model (see its --help)")
+    commands.add_parser("synth", help="write a synthetic GGUF model (see its --help)")
 
     migrate = commands.add_parser("migrate", help="apply database migrations")
     migrate.add_argument(
@@ -64,15 +60,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    if args.command == "download":
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["download"]:
         from lm_api.download import main as download
 
-        return download(args.args)
-    if args.command == "synth":
+        return download(argv[1:])
+    if argv[:1] == ["synth"]:
         from lm_api.synthetic import main as synth
 
-        return synth(args.args)
+        return synth(argv[1:])
+    args = _parser().parse_args(argv)
     if args.command == "migrate":
         from db_api.db import ensure_sqlite_directory, upgrade_database
 

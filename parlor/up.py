@@ -68,21 +68,13 @@ def secret_key(data_dir: Path) -> str:
 
 
 def _downloaded_model(data_dir: Path) -> tuple[Path | None, list[Path]]:
-    """The model `parlor download` fetched, and the places looked at."""
-    try:
-        from lm_api import download
-    except ImportError:  # lm_api without its download tool: look in the usual places
-        download = None
-    default = getattr(download, "default_model_path", None)
-    if callable(default):
-        path = Path(default())
-        return (path if path.is_file() else None), [path]
-    places = [data_dir / "models", Path("models")]
-    for place in places:
-        found = sorted(p for p in place.glob("*.gguf") if p.name != DEMO_MODEL)
-        if found:
-            return found[0], places
-    return None, places
+    """The default model as `parlor download` saves it, and the places looked at."""
+    from lm_api.download import DEFAULT_URL
+
+    name = DEFAULT_URL.rsplit("/", 1)[-1]
+    # `parlor download` saves into ./models by default; --models-dir data/models also works.
+    places = [Path("models") / name, data_dir / "models" / name]
+    return next((p for p in places if p.is_file()), None), places
 
 
 def resolve_model(options: UpOptions) -> Path:

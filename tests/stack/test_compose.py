@@ -175,3 +175,16 @@ def test_gpu_override(compose: dict[str, Any]) -> None:
     # model-fetch shares lm_api's image, so the CUDA build happens once.
     assert gpu["model-fetch"]["image"] == lm["image"]
     assert gpu["model-fetch"]["build"] == lm["build"]
+
+
+def test_model_fetch_uses_the_download_tool_defaults(services: dict[str, Any]) -> None:
+    from lm_api.download import DEFAULT_URL
+
+    command = services["model-fetch"]["command"]
+    assert command[:3] == ["python", "-m", "lm_api.download"]
+    assert command[3] == "${PARLOR_MODEL_URL:-" + DEFAULT_URL + "}"
+    default_file = DEFAULT_URL.rsplit("/", 1)[-1]
+    assert f"--name=${{PARLOR_MODEL_FILE:-{default_file}}}" in command
+    assert "--models-dir=/models" in command
+    model_path = services["lm_api"]["environment"]["LM_API_MODEL_PATH"]
+    assert model_path == f"/models/${{PARLOR_MODEL_FILE:-{default_file}}}"

@@ -1,0 +1,190 @@
+"""`parlor up` for real: the command as a subprocess, the chat through the address it prints,
+then Ctrl-C (SIGINT) or a dying child, and every process it started must be gone."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from parlor.nginx import nginx_binary
+from tests.stack.visitor import Visitor
+from tests.support import REPO, free_port, wait_healthy
+
+pytestmark = pytest.mark.slow
+
+READY = re.compile(r"Parlor is ready: (http://127\.0\.0\.1:\d+)")
+STARTED = re.compile(r"started (\w+) \(pid (\d+)\)")
+# Deadlines for a stuck command, not timing assertions.
+START_DEADLINE_S = 180.0
+STOP_DEADLINE_S = 60.0
+
+
+@dataclass
+class Up:
+    proc: subprocess.Popen[str]
+    lines: queue.Queue[str] = field(default_factory=queue.Queue)
+    seen: list[str] = field(default_factory=list)
+    pids: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for(self, pattern: re.Pattern[str]) -> re.Match[str]:
+        """Read output lines until one matches `pattern` (noting child pids on the way)."""
+        end = time.monotonic() + START_DEADLINE_S
+        while time.monotonic() < end:
+            try:
+                line = self.lines.get(timeout=max(0.1, end - time.monotonic()))
+            except queue.Empty:
+                break
+            self.seen.append(line)
+            if started := STARTED.search(line):
+                self.pids[started.group(1)] = int(started.group(2))
+            if match := pattern.search(line):
+                return match
+            if self.proc.poll() is not None and self.lines.empty():
+                break
+        raise AssertionError(f"no line matching {pattern.pattern}:\n" + "\n".join(self.seen))
+
+    def finish(self) -> int:
+        code = self.proc.wait(timeout=STOP_DEADLINE_S)
+        while not self.lines.empty():
+            self.seen.append(self.lines.get())
+        return code
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def parlor(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "parlor.cli", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+@pytest.fixture
+def up_demo(tmp_path: Path) -> Iterator[Up]:
+    port = free_port()
+    proc = parlor(
+        "up", "--demo", "--port", str(port), "--data-dir", str(tmp_path / "data"), cwd=tmp_path
+    )
+    up = Up(proc)
+    try:
+        yield up
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in up.pids.values():
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_up_demo_serves_the_chat_and_stops_on_ctrl_c(up_demo: Up, tmp_path: Path) -> None:
+    url = up_demo.wait_for(READY).group(1)
+    expected = {"db_api", "lm_api", "chat_ui"} | ({"nginx"} if nginx_binary() else set())
+    assert set(up_demo.pids) == expected
+    wait_healthy(url + "/health", deadline_s=30)
+    if nginx_binary():
+        assert httpx.get(url + "/health").headers["server"] == "nginx"
+
+    visitor = Visitor(url)
+    try:
+        visitor.login("Linus")
+        assert visitor.new_chat()
+    finally:
+        visitor.close()
+
+    data = tmp_path / "data"
+    assert (data / "models" / "demo.gguf").is_file()
+    assert (data / "parlor.db").is_file()
+    assert (data / "secret_key").stat().st_mode & 0o777 == 0o600
+
+    up_demo.proc.send_signal(signal.SIGINT)
+    assert up_demo.finish() == 0, "\n".join(up_demo.seen)
+    assert not [name for name, pid in up_demo.pids.items() if alive(pid)]
+    assert any("all stopped" in line for line in up_demo.seen)
+    # Each service's own lines are shown under its name.
+    assert any(line.startswith("lm_api   | ") for line in up_demo.seen)
+
+
+def test_up_stops_everything_when_a_child_dies(up_demo: Up) -> None:
+    up_demo.wait_for(READY)
+    os.kill(up_demo.pids["lm_api"], signal.SIGKILL)
+    assert up_demo.finish() == 1, "\n".join(up_demo.seen)
+    assert any("lm_api exited" in line for line in up_demo.seen)
+    assert not [name for name, pid in up_demo.pids.items() if alive(pid)]
+
+
+def test_up_without_a_model_says_how_to_get_one(tmp_path: Path) -> None:
+    proc = parlor(
+        "up", "--port", str(free_port()), "--data-dir", str(tmp_path / "data"), cwd=tmp_path
+    )
+    out, _ = proc.communicate(timeout=STOP_DEADLINE_S)
+    assert proc.returncode == 2
+    assert "uv run parlor download" in out
+    assert "--demo" in out
+    assert "started" not in out  # nothing was left running
+
+
+def test_up_refuses_a_busy_port(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = parlor(
+            "up", "--demo", "--port", str(port), "--data-dir", str(tmp_path), cwd=tmp_path
+        )
+        out, _ = proc.communicate(timeout=STOP_DEADLINE_S)
+    assert proc.returncode == 2
+    assert f"port {port} is in use" in out
+
+
+def test_cli_dispatches_synth(tmp_path: Path) -> None:
+    from parlor.cli import main
+
+    out = tmp_path / "t.gguf"
+    assert main(["synth", "--preset", "toy", "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"GGUF"
+
+
+def test_cli_migrate_creates_the_schema(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from parlor.cli import main
+
+    url = f"sqlite:///{tmp_path / 'sub' / 'parlor.db'}"
+    assert main(["migrate", "--database-url", url]) == 0
+    tables = set(sa.inspect(sa.create_engine(url)).get_table_names())
+    assert {"chats", "messages"} <= tables
