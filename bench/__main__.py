@@ -94,7 +94,6 @@ def make_config(args: argparse.Namespace) -> Config:
         model_desc=desc,
         concurrency=[1, 2] if quick else [1, 2, 4, 8],
         turns=3 if quick else 20,
-        turn_tokens=4 if quick else 64,
         turn_marks=[1, 2, 3] if quick else [1, 10, 20],
         page_messages=[4, 10] if quick else [20, 500],
         sidebar_chats=5 if quick else 200,

@@ -35,7 +35,6 @@ class Config:
     model_desc: str
     concurrency: list[int]
     turns: int
-    turn_tokens: int
     turn_marks: list[int]
     page_messages: list[int]
     sidebar_chats: int

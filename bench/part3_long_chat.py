@@ -1,11 +1,16 @@
-"""Part 3: one chat of many turns; first-token time as the history grows."""
+"""Part 3: one chat of many turns; first-token time as the history grows, next to what the
+deepest turn costs lm_api with and without the KV cache of the chat's prefix."""
 
 from __future__ import annotations
+
+import httpx
 
 from bench.chat_client import Person
 from bench.context import Context
 from bench.report import PartResult, Table, num, spread
+from bench.services import INTERNAL_TOKEN, Stack, owner_of_chat
 from bench.stats import summarize
+from bench.streams import openai_model_id, stream_openai
 
 TITLE = "A long chat: first token as the history grows"
 
@@ -13,11 +18,36 @@ TITLE = "A long chat: first token as the history grows"
 FOLLOW_UP = "Thanks. Now tell me more about stage {turn}: terrain, water, and a fallback plan."
 
 
+def _history(stack: Stack, chat_id: str) -> list[dict[str, str]]:
+    """The chat as chat_ui sent it for its last turn: every message but the last answer."""
+    owner = owner_of_chat(stack.database_url, chat_id)
+    headers = {"X-Owner": owner, "Authorization": f"Bearer {INTERNAL_TOKEN}"}
+    r = httpx.get(f"{stack.db_api.url}/chats/{chat_id}", headers=headers, timeout=30)
+    r.raise_for_status()
+    messages = [{"role": m["role"], "content": m["content"]} for m in r.json()["messages"]]
+    return messages[:-1]
+
+
+def _reference(ctx: Context, chat_id: str) -> tuple[float, float]:
+    """TTFT (ms) of the last turn's exact prompt sent to lm_api: after an unrelated request
+    (nothing of it cached) and then again at once (all of it cached but the last token)."""
+    stack = ctx.stack
+    history = _history(stack, chat_id)
+    with httpx.Client(timeout=httpx.Timeout(900.0, connect=10.0)) as client:
+        base, headers = stack.lm_api_base, stack.lm_headers
+        model = openai_model_id(client, base, headers)
+        stream_openai(client, base, model, ctx.config.prompt("evict"), 2, headers=headers)
+        cold = stream_openai(client, base, model, history, 2, headers=headers)
+        warm = stream_openai(client, base, model, history, 2, headers=headers)
+    return cold.ttft_ms, warm.ttft_ms
+
+
 def run(ctx: Context) -> PartResult:
     cfg = ctx.config
     result = PartResult(3, TITLE)
     per_turn: dict[int, list[float]] = {turn: [] for turn in range(1, cfg.turns + 1)}
-    failures = 0
+    cold: list[float] = []
+    warm: list[float] = []
     with Person(ctx.stack.url, "bench-part3") as person:
         person.login()
         for run in range(cfg.runs):
@@ -28,40 +58,54 @@ def run(ctx: Context) -> PartResult:
                     if turn == 1
                     else FOLLOW_UP.format(turn=turn)
                 )
-                timing = person.send(chat_id, text, max_tokens=cfg.turn_tokens)
+                timing = person.send(chat_id, text, max_tokens=cfg.max_tokens)
                 if timing.ok:
                     per_turn[turn].append(timing.ttft_ms)
                 else:
-                    failures += 1
+                    result.failures += 1
                     result.notes.append(f"run {run} turn {turn} failed: {timing.error}")
-    result.failures = failures
+            c, w = _reference(ctx, chat_id)
+            cold.append(c)
+            warm.append(w)
+    last_turn = cfg.turn_marks[-1]
     table = Table(
-        f"TTFT in one chat, {cfg.turn_tokens}-token answers, full stack",
-        ["turn", "history (messages before it)", "TTFT ms", "vs turn 1"],
+        f"TTFT in one chat, {cfg.max_tokens}-token answers",
+        ["turn", "messages before it", "TTFT ms", "vs turn 1"],
     )
     first = summarize(per_turn[1]).median
     for turn in cfg.turn_marks:
         s = summarize(per_turn[turn])
         table.add(
-            str(turn),
+            f"{turn} (full stack)",
             str(2 * (turn - 1)),
             spread(s, 0),
-            f"{num(s.median / first, 2)}x" if first else "-",
+            f"{num(s.median / first, 2)}x",
         )
+    for label, values in (
+        (f"{last_turn}, its prompt straight to lm_api, nothing cached", cold),
+        (f"{last_turn}, its prompt straight to lm_api, all cached", warm),
+    ):
+        s = summarize(values)
+        table.add(label, str(2 * (last_turn - 1)), spread(s, 0), f"{num(s.median / first, 2)}x")
     result.tables.append(table)
-    result.data["ttft_ms_by_turn"] = per_turn
-    last = summarize(per_turn[cfg.turn_marks[-1]]).median
-    growth = last / first if first else float("nan")
+    result.data.update(ttft_ms_by_turn=per_turn, last_turn_cold_ms=cold, last_turn_warm_ms=warm)
+    last = summarize(per_turn[last_turn]).median
+    cold_median = summarize(cold).median
     result.notes += [
-        f"Turn {cfg.turn_marks[-1]} takes {num(growth, 2)}x turn 1's first-token time "
-        f"({num(last, 0)} ms vs {num(first, 0)} ms).",
+        f"Turn {last_turn} takes {num(last / first, 2)}x turn 1's first-token time "
+        f"({num(last, 0)} ms vs {num(first, 0)} ms); re-reading its whole history would take "
+        f"{num(cold_median, 0)} ms at lm_api alone. "
+        + (
+            f"Through Parlor the deep turn costs {num(last / cold_median * 100, 0)} % of that "
+            "full re-read (plus chat_ui and db_api work)."
+        ),
         "What Parlor does: lm_api runs one llama.cpp context and calls llama-cpp-python with "
         "reset=True, which keeps the KV cache of the longest common token prefix with the "
-        "previous request: a chat that continues re-reads only what changed (the last answer "
-        "as re-tokenized text, where it differs from the sampled tokens, and the new "
-        "question). The cache holds one sequence, so another chat's request in between "
-        "evicts it and the next turn re-reads the whole history.",
-        "chat_ui sends the full history each turn, trimmed to fit the context "
-        "(answer length reserved); the cache reuse is what keeps deep turns quick.",
+        "previous request, so a chat that continues re-reads only what changed: the new "
+        "question, plus the last answer from the first token where its re-tokenized text "
+        "differs from the tokens sampled. The cache holds one sequence: another chat's "
+        "request in between evicts it, and that chat's next turn re-reads its whole history "
+        "(the 'nothing cached' row). chat_ui sends the full history each turn, trimmed to "
+        "the context minus the answer length.",
     ]
     return result

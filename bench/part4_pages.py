@@ -4,13 +4,12 @@ chats) next to nginx serving a static file of the same size."""
 from __future__ import annotations
 
 import httpx
-import sqlalchemy as sa
 
 from bench.chat_client import Person
 from bench.context import Context
 from bench.pages import LoadResult, load
 from bench.report import PartResult, Table, num, spread
-from bench.services import INTERNAL_TOKEN, Stack
+from bench.services import INTERNAL_TOKEN, Stack, owner_of_chat
 from bench.stats import summarize
 
 TITLE = "Pages through nginx"
@@ -33,22 +32,6 @@ print(total)
 ```
 
 For large files, **pandas** (`pd.read_csv(...)["amount"].sum()`) is faster."""
-
-
-def owner_of_chat(database_url: str, chat_id: str) -> str:
-    """The owner key chat_ui gave a chat, read from the database (the owner is a hash of
-    the browser's secret key, which only chat_ui sees)."""
-    engine = sa.create_engine(database_url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(sa.text("SELECT id, owner FROM chats")).all()
-    finally:
-        engine.dispose()
-    want = chat_id.replace("-", "").lower()
-    for row_id, owner in rows:
-        if str(row_id).replace("-", "").lower() == want:
-            return str(owner)
-    raise LookupError(f"chat {chat_id} not in the database")
 
 
 def _seed_messages(stack: Stack, owner: str, chat_id: str, count: int) -> None:

@@ -259,3 +259,21 @@ def rss_mb(pid: int) -> float:
         except OSError:
             continue
     return total_kb / 1024.0
+
+
+def owner_of_chat(database_url: str, chat_id: str) -> str:
+    """The owner key chat_ui gave a chat, read from the database (the owner is a hash of
+    the browser's secret key, which only chat_ui sees)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT id, owner FROM chats")).all()
+    finally:
+        engine.dispose()
+    want = chat_id.replace("-", "").lower()
+    for row_id, owner in rows:
+        if str(row_id).replace("-", "").lower() == want:
+            return str(owner)
+    raise LookupError(f"chat {chat_id} not in the database")

@@ -84,7 +84,13 @@ def test_part2_covers_both_servers_at_each_level(quick_run: tuple[int, Path]) ->
 def test_part3_times_each_marked_turn(quick_run: tuple[int, Path]) -> None:
     _, out = quick_run
     table = _part(out, 3)["tables"][0]
-    assert _column(table, "turn") == ["1", "2", "3"]
+    assert _column(table, "turn") == [
+        "1 (full stack)",
+        "2 (full stack)",
+        "3 (full stack)",
+        "3, its prompt straight to lm_api, nothing cached",
+        "3, its prompt straight to lm_api, all cached",
+    ]
     assert all(v != "-" for v in _column(table, "TTFT ms"))
 
 
