@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import sqlalchemy as sa
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,3 +22,18 @@ class Settings(BaseSettings):
     connect_timeout_s: int = Field(default=5, ge=2)
     pool_size: int = Field(default=5, ge=1)
     max_overflow: int = Field(default=10, ge=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str) -> str:
+        # Fail at startup with the setting's name, not later inside a request.
+        try:
+            backend = sa.make_url(value).get_backend_name()
+        except sa.exc.ArgumentError:
+            raise ValueError(
+                "not a database URL; expected sqlite:///path/to/file.db or "
+                "postgresql://user:password@host:5432/dbname"
+            ) from None
+        if backend not in {"sqlite", "postgresql", "postgres"}:
+            raise ValueError(f"unsupported database {backend!r}: use sqlite or postgresql")
+        return value

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    if not settings.internal_token:
+        log.warning("DB_API_INTERNAL_TOKEN is empty: any caller on the network can read chats")
     engine = make_engine(
         settings.database_url,
         connect_timeout_s=settings.connect_timeout_s,

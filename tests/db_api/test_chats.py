@@ -209,3 +209,29 @@ def test_unicode_text_roundtrips(client: TestClient) -> None:
     got = client.get(f"/chats/{chat['id']}", headers=ALICE).json()
     assert got["title"] == "🦜 parrot"
     assert got["messages"][0]["content"] == text == msg["content"]
+
+
+def test_concurrent_writers_keep_a_total_order(client: TestClient) -> None:
+    """chat_ui patches a streaming answer while the user may post: concurrent writes to
+    one chat all land, each message with its own, strictly increasing created_at."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    chat = new_chat(client, ALICE)
+    answer = new_message(client, ALICE, chat["id"], role="assistant", content="", status="pending")
+
+    def post(i: int) -> str:
+        return new_message(client, ALICE, chat["id"], content=f"m{i}")["id"]
+
+    def patch(i: int) -> int:
+        r = client.patch(f"/messages/{answer['id']}", json={"content": "t" * i}, headers=ALICE)
+        return r.status_code
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        posts = pool.map(post, range(30))  # both batches submitted before either is awaited
+        patches = pool.map(patch, range(30))
+        posted, patched = list(posts), list(patches)
+    assert patched == [200] * 30
+    got = client.get(f"/chats/{chat['id']}", headers=ALICE).json()["messages"]
+    assert {m["id"] for m in got} == {answer["id"], *posted}
+    stamps = [_utc(m["created_at"]) for m in got]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
