@@ -61,6 +61,8 @@ class GenerationRequest:
     top_p: float
     stop: tuple[str, ...]  # the request's stops plus the chat format's
     seed: int | None
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,8 @@ class Engine(Protocol):
         top_p: float,
         stop: list[str],
         seed: int | None,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
     ) -> GenerationRequest: ...
     def submit(self, request: GenerationRequest) -> Generation: ...
 
@@ -256,11 +260,13 @@ class FifoEngine:
         s = self._settings
         try:
             llm = self._loader(s)
-            prompter = ChatPrompter(llm, s.chat_format)
         except Exception as exc:
-            with self._lock:
-                self._state, self._detail = "failed", f"model failed to load: {exc}"
-            log.error("lm_api: %s", self._detail)
+            self._fail(f"model failed to load: {exc}")
+            return
+        try:
+            prompter = ChatPrompter(llm, s.chat_format)
+        except Exception as exc:  # a bad LM_API_CHAT_FORMAT or a broken GGUF template
+            self._fail(f"chat format not usable: {exc}")
             return
         with self._lock:
             self._llm, self._prompter = llm, prompter
@@ -273,6 +279,11 @@ class FifoEngine:
             prompter.source,
         )
         self._serve()
+
+    def _fail(self, detail: str) -> None:
+        with self._lock:
+            self._state, self._detail = "failed", detail
+        log.error("lm_api: %s", detail)
 
     def status(self) -> EngineStatus:
         with self._lock:
@@ -297,6 +308,8 @@ class FifoEngine:
         top_p: float,
         stop: list[str],
         seed: int | None,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
     ) -> GenerationRequest:
         """Format and tokenize (raises NotReady, ValueError, ContextLengthExceeded)."""
         with self._lock:
@@ -315,6 +328,8 @@ class FifoEngine:
             top_p=top_p,
             stop=(*stop, *prompt.stop),
             seed=seed,
+            frequency_penalty=frequency_penalty,
+            presence_penalty=presence_penalty,
         )
 
     def submit(self, request: GenerationRequest) -> Generation:
@@ -380,6 +395,8 @@ class FifoEngine:
             temp=req.temperature,
             top_p=req.top_p,
             repeat_penalty=1.0,
+            frequency_penalty=req.frequency_penalty,
+            presence_penalty=req.presence_penalty,
             # reset=True (the default) still keeps the KV cache of the longest common
             # prefix with the previous generation: a growing chat re-reads only its tail.
         )

@@ -210,6 +210,8 @@ def create_app(settings: Settings | None = None, *, loader: Loader | None = None
                 top_p=body.top_p,
                 stop=body.stop_list(),
                 seed=body.seed,
+                frequency_penalty=body.frequency_penalty,
+                presence_penalty=body.presence_penalty,
             )
             gen = engine.submit(gen_request)
         except NotReady as exc:

@@ -33,12 +33,20 @@ class ChatPrompter:
         self._llm = llm
         self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
         gguf_template = llm.metadata.get("tokenizer.chat_template")
-        if chat_format and chat_format.strip().lower() != "chatml":
-            template, self.source = chat_format, "LM_API_CHAT_FORMAT"
-        elif gguf_template and not chat_format:
+        wanted = (chat_format or "").strip()
+        if wanted.lower() == "chatml":
+            template, self.source = CHATML_TEMPLATE, "ChatML (LM_API_CHAT_FORMAT)"
+        elif wanted:
+            if "{{" not in wanted and "{%" not in wanted:
+                raise ValueError(
+                    f"LM_API_CHAT_FORMAT={wanted!r} is neither 'chatml' nor a Jinja2 chat "
+                    "template; leave it empty to use the model's own template"
+                )
+            template, self.source = wanted, "LM_API_CHAT_FORMAT template"
+        elif gguf_template:
             template, self.source = gguf_template, "GGUF tokenizer.chat_template"
         else:
-            template, self.source = CHATML_TEMPLATE, "ChatML (default)"
+            template, self.source = CHATML_TEMPLATE, "ChatML (the GGUF has no template)"
         self._extra_stops = CHATML_STOPS if template == CHATML_TEMPLATE else ()
         self._bos = llm.token_bos()
         eos = llm.token_eos()

@@ -54,6 +54,8 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
     temperature: StrictFloat = Field(default=0.8, ge=0.0, le=2.0)
     top_p: StrictFloat = Field(default=0.95, gt=0.0, le=1.0)
+    frequency_penalty: StrictFloat = Field(default=0.0, ge=-2.0, le=2.0)
+    presence_penalty: StrictFloat = Field(default=0.0, ge=-2.0, le=2.0)
     stop: StrictStr | list[StrictStr] | None = None
     seed: StrictInt | None = None
     stream: StrictBool = False

@@ -9,11 +9,14 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from lm_api.config import Settings
+from lm_api.engine import load_llama
 from tests.lm_api.conftest import Gate, health, poll_until, serve, toy_settings
 
 BODY = {"messages": [{"role": "user", "content": "hello there"}], "max_tokens": 8}
@@ -155,3 +158,34 @@ def test_a_request_cancelled_while_waiting_leaves_the_line(gated_url: str, gate:
     first.join(60)
     assert results["first"] == (8, "length")
     assert metric(gated_url, "lm_api_generations_total", finish_reason="cancelled") == 1
+
+
+def test_a_generation_that_fails_midway_ends_its_stream_with_an_error(toy_model: Path) -> None:
+    broken = {"armed": True}
+
+    def loader(settings: Settings) -> Any:
+        llm = load_llama(settings)
+        real_generate = llm.generate
+
+        def failing(*args: Any, **kwargs: Any) -> Iterator[int]:
+            for i, token in enumerate(real_generate(*args, **kwargs)):
+                if i == 3 and broken["armed"]:
+                    broken["armed"] = False
+                    raise RuntimeError("simulated llama.cpp failure")
+                yield token
+
+        llm.generate = failing
+        return llm
+
+    with serve(toy_settings(toy_model), loader=loader) as url:
+        body = {**BODY, "stream": True, "max_tokens": 20}
+        with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60) as r:
+            lines = [line for line in r.iter_lines() if line.startswith("data: ")]
+        assert "simulated llama.cpp failure" in lines[-2]
+        assert json.loads(lines[-2][6:])["error"]["code"] == "generation_failed"
+        assert lines[-1] == "data: [DONE]"
+        # The model is free and works for the next request.
+        assert stream_tokens(url, {**BODY, "max_tokens": 5}) == (5, "length")
+        r2 = httpx.post(url + "/v1/chat/completions", json=BODY, timeout=60)
+        assert r2.status_code == 200
+        assert metric(url, "lm_api_generations_total", finish_reason="error") == 1

@@ -79,3 +79,11 @@ def test_a_failed_load_is_503_with_the_reason(
         assert chat.status_code == 503
         assert expected in chat.json()["error"]["message"]
         assert "Traceback" not in chat.text
+
+
+def test_an_unusable_chat_format_is_503_with_the_reason(toy_model: Path) -> None:
+    with serve(toy_settings(toy_model, chat_format="llama-2"), healthy=False) as url:
+        poll_until(lambda: httpx.get(url + "/health").json()["status"] == "failed", "failure")
+        detail = httpx.get(url + "/health").json()["detail"]
+    assert "chat format not usable" in detail
+    assert "LM_API_CHAT_FORMAT" in detail

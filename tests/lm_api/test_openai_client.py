@@ -185,3 +185,21 @@ def test_max_tokens_is_clamped_to_what_is_left_of_the_context(toy_url: str) -> N
     assert resp.usage is not None
     assert resp.usage.completion_tokens == left
     assert resp.choices[0].finish_reason == "length"
+
+
+def test_a_jinja_chat_format_setting_replaces_the_gguf_template(toy_model: Path) -> None:
+    template = (
+        "{% for m in messages %}{{ m['role'] | upper }}: {{ m['content'] }}\n{% endfor %}ASSISTANT:"
+    )
+    with serve(toy_settings(toy_model, chat_format=template)) as url:
+        short = client(url).chat.completions.create(
+            model="toy", messages=[{"role": "user", "content": "hi"}], max_tokens=3
+        )
+    with serve(toy_settings(toy_model, chat_format="chatml")) as url:
+        chatml = client(url).chat.completions.create(
+            model="toy", messages=[{"role": "user", "content": "hi"}], max_tokens=3
+        )
+    assert short.usage is not None and chatml.usage is not None
+    # "USER: hi\nASSISTANT:" is shorter than the ChatML markers around "hi".
+    assert short.usage.prompt_tokens < chatml.usage.prompt_tokens
+    assert short.usage.completion_tokens == 3
