@@ -86,3 +86,60 @@ def test_dockerignore_keeps_secrets_and_bulk_out() -> None:
     ignored = set((REPO / ".dockerignore").read_text().split())
     for entry in (".env", ".git", ".venv", "data", "models", "*.gguf", "tests"):
         assert entry in ignored, entry
+
+
+def _locked_closure(group: str) -> set[str]:
+    """Distributions an image installs: the base dependencies plus `group`, transitively,
+    as uv.lock resolves them (what `uv sync --no-default-groups --group <g>` installs)."""
+    import tomllib
+
+    lock = tomllib.loads((REPO / "uv.lock").read_text())
+    packages = {p["name"]: p for p in lock["package"]}
+    root = packages["parlor"]
+    todo = [*root.get("dependencies", []), *root["dev-dependencies"][group]]
+    seen: set[str] = set()
+    while todo:
+        dep = todo.pop()
+        name = dep["name"]
+        package = packages[name]
+        extras = dep.get("extra", [])
+        if name in seen and not extras:
+            continue
+        seen.add(name)
+        todo.extend(package.get("dependencies", []))
+        for extra in extras:
+            todo.extend(package.get("optional-dependencies", {}).get(extra, []))
+    return seen
+
+
+def _imported_modules(package: Path) -> set[str]:
+    import ast
+
+    names: set[str] = set()
+    for source in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_service_imports_are_in_its_image(service: str) -> None:
+    """Each image installs only its own group: every module the service imports must come
+    from the standard library, the service itself, or that group's locked closure."""
+    import sys
+    from importlib.metadata import packages_distributions
+
+    installed = _locked_closure(SERVICES[service])
+    providers = packages_distributions()
+    missing = {}
+    for module in _imported_modules(REPO / service):
+        if module in sys.stdlib_module_names or module in ("__future__", service):
+            continue
+        # Normalized like the lock's names (PEP 503).
+        dists = {re.sub(r"[-_.]+", "-", d).lower() for d in providers.get(module, [])}
+        if not dists & installed:
+            missing[module] = sorted(dists) or "not installed here"
+    assert not missing, f"{service} imports what its image does not install: {missing}"
