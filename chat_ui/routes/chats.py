@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -41,8 +43,10 @@ async def chat_page(
     composer_text: str = "",
     composer_error: str | None = None,
     extra: dict[str, Any] | None = None,
+    chats: list[JSON] | None = None,
 ) -> Response:
-    chats = await db(request).list_chats(owner)
+    if chats is None:
+        chats = await db(request).list_chats(owner)
     running = (
         bool(chat)
         and any(m["role"] == "assistant" and m["status"] in RUNNING for m in chat["messages"])
@@ -82,8 +86,16 @@ async def new_chat(request: Request, form: Form) -> Response:
 @router.get("/chats/{chat_id}")
 async def show_chat(request: Request, chat_id: UUID) -> Response:
     owner = owner_of(request)
-    chat = await load_chat(request, owner, chat_id)
-    return await chat_page(request, owner, chat)
+    # The sidebar and the chat are independent db_api calls: fetch them concurrently.
+    sidebar = asyncio.ensure_future(db(request).list_chats(owner))
+    try:
+        chat = await load_chat(request, owner, chat_id)
+    except Exception:
+        sidebar.cancel()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await sidebar
+        raise
+    return await chat_page(request, owner, chat, chats=await sidebar)
 
 
 def _clean_title(raw: str, limit: int) -> str:
