@@ -62,13 +62,18 @@ class NginxConfig:
     error_log: Path
     access_log: Path
 
+    def _args(self) -> list[str]:
+        # -e: log startup problems to stderr rather than the compiled-in
+        # /var/log/nginx/error.log, which an unprivileged user cannot open.
+        return ["-e", "stderr", "-p", str(self.prefix), "-c", str(self.conf)]
+
     def command(self, binary: str) -> list[str]:
         """The command line that runs this config in the foreground."""
-        return [binary, "-p", str(self.prefix), "-c", str(self.conf), "-g", "daemon off;"]
+        return [binary, *self._args(), "-g", "daemon off;"]
 
     def test_command(self, binary: str) -> list[str]:
         """`nginx -t` for this config."""
-        return [binary, "-t", "-q", "-p", str(self.prefix), "-c", str(self.conf)]
+        return [binary, "-t", "-q", *self._args()]
 
 
 def write_config(
@@ -78,18 +83,19 @@ def write_config(
     chat_ui_upstream: str,
     static_root: Path = STATIC_ROOT,
     template: Path = TEMPLATE,
-    access_log: str | None = None,
+    console_logs: bool = False,
 ) -> NginxConfig:
     """Render the site template under `prefix` with a top-level nginx.conf around it.
 
-    The access log goes to `prefix`/logs/access.log unless `access_log` names another
-    path ("/dev/stdout" for `parlor up`, which shows it among the other logs).
+    Logs go to `prefix`/logs/, or with `console_logs` to nginx's stdout and stderr (for
+    `parlor up`, which shows them among the other services' lines).
     """
     prefix = prefix.resolve()
     for sub in ("conf.d", "logs", "temp"):
         (prefix / sub).mkdir(parents=True, exist_ok=True)
-    access_log_path = Path(access_log) if access_log else prefix / "logs" / "access.log"
+    access_log_path = Path("/dev/stdout") if console_logs else prefix / "logs" / "access.log"
     error_log = prefix / "logs" / "error.log"
+    error_log_target = "stderr" if console_logs else str(error_log)
     site = render_template(
         template.read_text(),
         {
@@ -111,7 +117,7 @@ def write_config(
         f"""# Written by parlor.nginx for a foreground, unprivileged nginx; do not edit.
 {user}worker_processes 1;
 pid {prefix / "nginx.pid"};
-error_log {error_log} warn;
+error_log {error_log_target} warn;
 
 events {{
     worker_connections 512;

@@ -300,7 +300,7 @@ def _run(options: UpOptions) -> int:
                 data_dir / "nginx",
                 listen=f"127.0.0.1:{options.port}",
                 chat_ui_upstream=f"127.0.0.1:{ports['chat_ui']}",
-                access_log="/dev/stdout",
+                console_logs=True,
             )
             check = subprocess.run(config.test_command(nginx), capture_output=True, text=True)
             if check.returncode != 0:

@@ -97,12 +97,19 @@ def wait_longer_than(page: Any, selector: str, length: int) -> int:
 
 
 @pytest.fixture
-def page(browser: Any, slow_stack: Stack) -> Iterator[Any]:
+def leftover_chats() -> list[str]:
+    """Chats a test may leave with an answer running, deleted afterwards (see `page`)."""
+    return []
+
+
+@pytest.fixture
+def page(browser: Any, slow_stack: Stack, leftover_chats: list[str]) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1200, "height": 800})
     page = context.new_page()
     yield page
-    # Whatever the test left running stops with its chat (delete stops generations).
-    for chat_id in getattr(page, "parlor_chats", []):
+    # A failed test must not leave a long answer running for the next one: deleting a
+    # chat stops its generations.
+    for chat_id in leftover_chats:
         csrf = page.locator('meta[name="csrf-token"]').get_attribute("content")
         page.request.post(
             f"{slow_stack.url}/chats/{chat_id}/delete", form={"csrf_token": csrf or ""}
@@ -110,14 +117,14 @@ def page(browser: Any, slow_stack: Stack) -> Iterator[Any]:
     context.close()
 
 
-def test_chat_in_the_browser(page: Any, slow_stack: Stack) -> None:
+def test_chat_in_the_browser(page: Any, slow_stack: Stack, leftover_chats: list[str]) -> None:
     from playwright.sync_api import expect
 
     url = slow_stack.url
     login(page, url, "Ada")
     shot(page, "01-empty-state")
     chat_id = new_chat(page)
-    page.parlor_chats = [chat_id]
+    leftover_chats.append(chat_id)
 
     # Send: the question appears at once, the answer streams in and grows.
     page.fill("#composer-input", "Tell me about rivers")
@@ -170,7 +177,7 @@ def test_chat_in_the_browser(page: Any, slow_stack: Stack) -> None:
     page.click("#confirm-delete")
     expect(page).to_have_url(re.compile(r".*/chats$"))
     expect(page.locator("#chat-list")).not_to_contain_text("Rivers and stones")
-    page.parlor_chats = []
+    leftover_chats.clear()
 
 
 def test_core_flow_without_javascript(browser: Any, quick_stack: Stack) -> None:
