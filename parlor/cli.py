@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--no-nginx", action="store_true", help="serve chat_ui directly, even if nginx is installed"
     )
+    up.add_argument(
+        "--no-download",
+        action="store_true",
+        help="without --model/--demo and no downloaded model, stop instead of fetching "
+        "the default model ($PARLOR_MODEL_URL, else Qwen2.5-0.5B-Instruct Q4_K_M)",
+    )
 
     # Listed for --help only: main() hands their arguments to the lm_api tools unparsed.
     commands.add_parser("download", help="download the default model (see its --help)")
@@ -86,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             demo=args.demo,
             data_dir=args.data_dir,
             nginx=not args.no_nginx,
+            download=not args.no_download,
         )
     )
 

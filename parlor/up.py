@@ -47,6 +47,7 @@ class UpOptions:
     demo: bool = False
     data_dir: Path = Path("data")
     nginx: bool = True
+    download: bool = True
 
 
 def say(message: str) -> None:
@@ -67,40 +68,70 @@ def secret_key(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def _downloaded_model(data_dir: Path) -> tuple[Path | None, list[Path]]:
-    """The default model as `parlor download` saves it, and the places looked at."""
+def model_url() -> str:
+    """The model `parlor up` fetches when it has none: PARLOR_MODEL_URL (as in compose)
+    or lm_api's default, Qwen2.5-0.5B-Instruct Q4_K_M."""
     from lm_api.download import DEFAULT_URL
 
-    name = DEFAULT_URL.rsplit("/", 1)[-1]
+    return os.environ.get("PARLOR_MODEL_URL") or DEFAULT_URL
+
+
+def _downloaded_model(data_dir: Path) -> tuple[Path | None, list[Path]]:
+    """The model as `parlor download` saves it, and the places looked at."""
+    name = model_url().rsplit("/", 1)[-1]
     # `parlor download` saves into ./models by default; --models-dir data/models also works.
     places = [Path("models") / name, data_dir / "models" / name]
     return next((p for p in places if p.is_file()), None), places
 
 
+def demo_model(data_dir: Path) -> Path:
+    """The synthetic demo model, written on first use (a couple of seconds, ~50 MB)."""
+    path = data_dir / "models" / DEMO_MODEL
+    if not path.is_file():
+        from lm_api.synthetic import write_gguf
+
+        say(f"writing the demo model (synthetic, random weights) to {path}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_gguf(path, preset="small")
+    return path.resolve()
+
+
 def resolve_model(options: UpOptions) -> Path:
+    """--model, --demo, or the downloaded model; fetched on first use unless told not to.
+
+    A fresh clone must reach a working chat with `uv run parlor up` alone: without a
+    model it downloads the default one (once, checksum verified); without the internet it
+    falls back to the demo model and says how to get a real one.
+    """
     if options.model is not None:
         if not options.model.is_file():
             raise UpError(f"--model {options.model}: no such file")
         return options.model.resolve()
     if options.demo:
-        path = options.data_dir / "models" / DEMO_MODEL
-        if not path.is_file():
-            from lm_api.synthetic import write_gguf
-
-            say(f"writing the demo model (synthetic, random weights) to {path}")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_gguf(path, preset="small")
-        return path.resolve()
+        return demo_model(options.data_dir)
     found, looked = _downloaded_model(options.data_dir)
-    if found is None:
+    if found is not None:
+        return found.resolve()
+    how = (
+        "  Fetch the default model (about 490 MB) with:  uv run parlor download\n"
+        "  or serve a GGUF file you have:                uv run parlor up --model PATH\n"
+        "  or try Parlor with a synthetic model:         uv run parlor up --demo"
+    )
+    if not options.download:
         places = ", ".join(str(p) for p in looked)
-        raise UpError(
-            f"no model found (looked in {places}).\n"
-            "  Fetch the default model (about 400 MB) with:  uv run parlor download\n"
-            "  or try Parlor at once with a synthetic model:  uv run parlor up --demo\n"
-            "  or serve a GGUF file you have:                 uv run parlor up --model PATH"
-        )
-    return found.resolve()
+        raise UpError(f"no model found (looked in {places}).\n{how}")
+    from lm_api.download import DownloadError, download
+
+    url = model_url()
+    say(f"no model yet: downloading {url} into ./models (once; Ctrl-C to stop)")
+    try:
+        return download(url, Path("models")).resolve()
+    except (DownloadError, OSError) as exc:
+        say(f"could not download the model: {exc}")
+        say("serving the synthetic DEMO model instead: its answers are random words.")
+        for line in how.splitlines()[:2]:
+            say(line.strip())
+        return demo_model(options.data_dir)
 
 
 def migrate(database_url: str) -> None:

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,8 +80,8 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def parlor(*args: str, cwd: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+def parlor(*args: str, cwd: Path, **extra_env: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", **extra_env}
     return subprocess.Popen(
         [sys.executable, "-m", "parlor.cli", *args],
         cwd=cwd,
@@ -91,12 +92,8 @@ def parlor(*args: str, cwd: Path) -> subprocess.Popen[str]:
     )
 
 
-@pytest.fixture
-def up_demo(tmp_path: Path) -> Iterator[Up]:
-    port = free_port()
-    proc = parlor(
-        "up", "--demo", "--port", str(port), "--data-dir", str(tmp_path / "data"), cwd=tmp_path
-    )
+@contextmanager
+def running(proc: subprocess.Popen[str]) -> Iterator[Up]:
     up = Up(proc)
     try:
         yield up
@@ -109,10 +106,46 @@ def up_demo(tmp_path: Path) -> Iterator[Up]:
                 os.kill(pid, signal.SIGKILL)
 
 
-def test_up_demo_serves_the_chat_and_stops_on_ctrl_c(up_demo: Up, tmp_path: Path) -> None:
-    url = up_demo.wait_for(READY).group(1)
+@pytest.fixture
+def up_demo(tmp_path: Path) -> Iterator[Up]:
+    port = free_port()
+    data = tmp_path / "data"
+    with running(
+        parlor("up", "--demo", "--port", str(port), "--data-dir", str(data), cwd=tmp_path)
+    ) as up:
+        yield up
+
+
+@pytest.fixture
+def up_fresh_clone_offline(tmp_path: Path) -> Iterator[Up]:
+    """`parlor up` with no model and no way to download one (a closed local port)."""
+    port = free_port()
+    data = tmp_path / "data"
+    unreachable = f"http://127.0.0.1:{free_port()}/models/model.gguf"
+    with running(
+        parlor(
+            "up",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data),
+            cwd=tmp_path,
+            PARLOR_MODEL_URL=unreachable,
+        )
+    ) as up:
+        yield up
+
+
+def test_up_on_a_fresh_clone_offline_serves_the_demo_and_stops_on_ctrl_c(
+    up_fresh_clone_offline: Up, tmp_path: Path
+) -> None:
+    up = up_fresh_clone_offline
+    url = up.wait_for(READY).group(1)
+    # No model and no internet: it tried, said how to get one, and fell back to the demo.
+    assert any("could not download the model" in line for line in up.seen)
+    assert any("uv run parlor download" in line for line in up.seen)
     expected = {"db_api", "lm_api", "chat_ui"} | ({"nginx"} if nginx_binary() else set())
-    assert set(up_demo.pids) == expected
+    assert set(up.pids) == expected
     wait_healthy(url + "/health", deadline_s=30)
     if nginx_binary():
         assert httpx.get(url + "/health").headers["server"] == "nginx"
@@ -129,12 +162,12 @@ def test_up_demo_serves_the_chat_and_stops_on_ctrl_c(up_demo: Up, tmp_path: Path
     assert (data / "parlor.db").is_file()
     assert (data / "secret_key").stat().st_mode & 0o777 == 0o600
 
-    up_demo.proc.send_signal(signal.SIGINT)
-    assert up_demo.finish() == 0, "\n".join(up_demo.seen)
-    assert not [name for name, pid in up_demo.pids.items() if alive(pid)]
-    assert any("all stopped" in line for line in up_demo.seen)
+    up.proc.send_signal(signal.SIGINT)
+    assert up.finish() == 0, "\n".join(up.seen)
+    assert not [name for name, pid in up.pids.items() if alive(pid)]
+    assert any("all stopped" in line for line in up.seen)
     # Each service's own lines are shown under its name.
-    assert any(line.startswith("lm_api   | ") for line in up_demo.seen)
+    assert any(line.startswith("lm_api   | ") for line in up.seen)
 
 
 def test_up_stops_everything_when_a_child_dies(up_demo: Up) -> None:
@@ -147,7 +180,13 @@ def test_up_stops_everything_when_a_child_dies(up_demo: Up) -> None:
 
 def test_up_without_a_model_says_how_to_get_one(tmp_path: Path) -> None:
     proc = parlor(
-        "up", "--port", str(free_port()), "--data-dir", str(tmp_path / "data"), cwd=tmp_path
+        "up",
+        "--no-download",
+        "--port",
+        str(free_port()),
+        "--data-dir",
+        str(tmp_path / "data"),
+        cwd=tmp_path,
     )
     out, _ = proc.communicate(timeout=STOP_DEADLINE_S)
     assert proc.returncode == 2
