@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,13 @@ class Stack:
         text = httpx.get(self.lm.url + "/metrics").text
         match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
         return float(match.group(1)) if match else 0.0
+
+    def wait_idle(self, deadline_s: float = 120.0) -> None:
+        """Poll until lm_api runs no generation (a stopped one may still be winding down)."""
+        end = time.monotonic() + deadline_s
+        while self.lm_metric("lm_api_generation_in_progress") != 0:
+            assert time.monotonic() < end, "lm_api still generating at the deadline"
+            time.sleep(0.05)  # poll interval
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ def visitor(stack: Stack) -> Iterator[Visitor]:
 def test_login_chat_send_stream_done(stack: Stack, visitor: Visitor) -> None:
     visitor.login("Ada")
     chat_id = visitor.new_chat()
+    stack.wait_idle()
     before = stack.lm_metric("lm_api_completion_tokens_total")
     message_id = visitor.send(chat_id, "Hello through nginx")
 
@@ -129,6 +130,7 @@ def test_first_token_arrives_while_generation_runs(slow_stack: Stack) -> None:
     try:
         visitor.login("Proof")
         chat_id = visitor.new_chat()
+        slow_stack.wait_idle()
         before = slow_stack.lm_metric("lm_api_completion_tokens_total")
         message_id = visitor.send(chat_id, "Tell me a long story")
         token_events = 0
