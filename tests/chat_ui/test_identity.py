@@ -10,8 +10,8 @@ from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from chat_ui.config import Settings
 from chat_ui.session import COOKIE_NAME
-from tests.chat_ui.conftest import Browser, LiveServer
-from tests.chat_ui.fakes import FakeDb
+from tests.chat_ui.conftest import Browser, LiveServer, message_ids
+from tests.chat_ui.fakes import FakeDb, FakeLm
 
 SECRET = "test-secret-0123456789"
 
@@ -145,3 +145,24 @@ def test_internal_token_is_sent_to_db_api(
         assert b.new_chat()
     finally:
         b.close()
+
+
+def test_another_owner_cannot_follow_stop_or_retry_an_answer(
+    browsers: Callable[[], Browser], fake_lm: FakeLm, fake_db: FakeDb
+) -> None:
+    ada, bob = browsers(), browsers()
+    ada.login("Ada")
+    bob.login("Bob")
+    fake_lm.hold_after = 2
+    chat = ada.new_chat()
+    ada.send(chat, "private question")
+    assert fake_lm.held.wait(timeout=10)
+    mid = message_ids(ada.get(f"/chats/{chat}").text)[0]
+    events = list(bob.events(f"/chats/{chat}/messages/{mid}/stream"))
+    assert [e.event for e in events] == ["done"]
+    assert "no longer exists" in events[0].data and "Hello" not in events[0].data
+    assert bob.post(f"/chats/{chat}/messages/{mid}/stop").status_code == 404
+    assert bob.post(f"/chats/{chat}/messages/{mid}/retry").status_code == 404
+    fake_lm.release()
+    _, done = ada.follow(chat, mid)
+    assert 'data-status="complete"' in done.data  # Bob's stop did nothing
