@@ -224,7 +224,12 @@ def _add_vocab(writer: Any, vocab: Vocab, chat_template: bool) -> None:
 
 
 def _output_matrix(
-    rng: np.random.Generator, n_vocab: int, n_embd: int, vocab: Vocab, dtype: type
+    rng: np.random.Generator,
+    n_vocab: int,
+    n_embd: int,
+    vocab: Vocab,
+    silent: list[int],
+    dtype: type,
 ) -> np.ndarray:
     """Output projection rows: zero for tokens never to be sampled, a wide spread otherwise.
 
@@ -234,18 +239,13 @@ def _output_matrix(
     out = rng.standard_normal((n_vocab, n_embd), dtype=np.float32)
     out *= LOGIT_SPREAD / np.sqrt(n_embd)
     out[vocab.rarely_sampled()] *= 0.2
-    out[vocab.never_sampled()] = 0.0
+    out[silent] = 0.0
     return out.astype(dtype)
 
 
-def _write_f(path: Path, preset: Preset, vocab: Vocab, seed: int, chat_template: bool) -> None:
+def _header(path: Path, p: Preset, vocab: Vocab, chat_template: bool) -> Any:
+    """A writer with the model's metadata (hyperparameters, tokenizer), no tensors yet."""
     from gguf import GGUFWriter, LlamaFileType
-
-    p = preset
-    rng = np.random.default_rng(seed)
-    head_dim = p.n_embd // p.n_head
-    n_embd_kv = head_dim * p.n_head_kv
-    n_vocab = len(vocab.tokens)
 
     writer = GGUFWriter(path, arch=p.arch)
     writer.add_name(f"parlor-synthetic-{p.arch}")
@@ -255,13 +255,46 @@ def _write_f(path: Path, preset: Preset, vocab: Vocab, seed: int, chat_template:
     writer.add_feed_forward_length(p.n_ff)
     writer.add_head_count(p.n_head)
     writer.add_head_count_kv(p.n_head_kv)
-    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_dimension_count(p.n_embd // p.n_head)
     writer.add_rope_freq_base(p.rope_theta)
     writer.add_layer_norm_rms_eps(1e-6)
-    writer.add_vocab_size(n_vocab)
+    writer.add_vocab_size(len(vocab.tokens))
     ftype = LlamaFileType.ALL_F32 if p.dtype is np.float32 else LlamaFileType.MOSTLY_F16
     writer.add_file_type(int(ftype))
     _add_vocab(writer, vocab, chat_template)
+    return writer
+
+
+def _end_of_generation_ids(path: Path, p: Preset, vocab: Vocab, chat_template: bool) -> set[int]:
+    """The tokens llama.cpp itself treats as end-of-generation for this vocabulary.
+
+    llama.cpp recognises many by their text (e.g. a plain "</s>" in Qwen's vocabulary), not
+    only by token type, so ask it: load a weights-free copy of the vocabulary.
+    """
+    import llama_cpp
+
+    writer = _header(path, p, vocab, chat_template)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    llm = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
+    llama_vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    eog = {i for i in range(len(vocab.tokens)) if llama_cpp.llama_vocab_is_eog(llama_vocab, i)}
+    llm.close()
+    return eog
+
+
+def _write_f(path: Path, preset: Preset, vocab: Vocab, seed: int, chat_template: bool) -> None:
+    p = preset
+    rng = np.random.default_rng(seed)
+    head_dim = p.n_embd // p.n_head
+    n_embd_kv = head_dim * p.n_head_kv
+    n_vocab = len(vocab.tokens)
+    silent = sorted(
+        set(vocab.never_sampled()) | _end_of_generation_ids(path, p, vocab, chat_template)
+    )
+    writer = _header(path, p, vocab, chat_template)
 
     def matrix(rows: int, cols: int) -> np.ndarray:
         # 1/sqrt(fan-in) keeps activations of a random network in a sane range.
@@ -275,7 +308,7 @@ def _write_f(path: Path, preset: Preset, vocab: Vocab, seed: int, chat_template:
     if p.tied_embeddings:
         # Tied: the embedding is also the output projection, so it carries the zero rows.
         writer.add_tensor(
-            "token_embd.weight", _output_matrix(rng, n_vocab, p.n_embd, vocab, p.dtype)
+            "token_embd.weight", _output_matrix(rng, n_vocab, p.n_embd, vocab, silent, p.dtype)
         )
     else:
         writer.add_tensor("token_embd.weight", matrix(n_vocab, p.n_embd))
@@ -296,7 +329,9 @@ def _write_f(path: Path, preset: Preset, vocab: Vocab, seed: int, chat_template:
         writer.add_tensor(f"{blk}.ffn_down.weight", matrix(p.n_embd, p.n_ff))
     writer.add_tensor("output_norm.weight", ones(p.n_embd))
     if not p.tied_embeddings:
-        writer.add_tensor("output.weight", _output_matrix(rng, n_vocab, p.n_embd, vocab, p.dtype))
+        writer.add_tensor(
+            "output.weight", _output_matrix(rng, n_vocab, p.n_embd, vocab, silent, p.dtype)
+        )
 
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

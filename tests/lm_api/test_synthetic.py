@@ -100,3 +100,15 @@ def test_presets_are_the_documented_shapes() -> None:
         151936,
     )
     assert q.rope_theta == 1e6 and q.tied_embeddings
+
+
+def test_tokens_llama_cpp_ends_on_by_their_text_are_silenced_too(tmp_path: Path) -> None:
+    # Real vocabularies hold ordinary-typed tokens llama.cpp still treats as end of
+    # generation (Qwen2's has a plain "</s>"); those rows must be zero too.
+    vocab = synthetic._spm_vocab(512)
+    vocab.tokens[-1] = "<|eot_id|>"
+    eog = synthetic._end_of_generation_ids(
+        tmp_path / "vocab.gguf", PRESETS["toy"], vocab, chat_template=True
+    )
+    assert {2, 4, 511} <= eog
+    assert 511 not in vocab.never_sampled()  # not found by token type alone
