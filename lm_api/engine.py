@@ -247,11 +247,19 @@ class FifoEngine:
         self._thread.start()
 
     def close(self) -> None:
+        """Cancel what runs and what waits (their callers get a Cancelled), stop the worker."""
         self._closed.set()
         with self._lock:
             running = self._running
         if running is not None:
             running.cancel()
+        while True:
+            try:
+                waiting = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if waiting is not None:
+                waiting.cancel()
         self._jobs.put(None)
         if self._thread is not None and self._state == "ready":
             self._thread.join(timeout=30)
@@ -359,10 +367,13 @@ class FifoEngine:
     # the worker
 
     def _serve(self) -> None:
-        while not self._closed.is_set():
+        while True:
             gen = self._jobs.get()
             if gen is None:
                 return
+            if self._closed.is_set():
+                gen.cancel()
+                continue
             with self._lock:
                 if gen.left_line:  # cancelled while waiting
                     continue
@@ -373,6 +384,10 @@ class FifoEngine:
             self._metrics.in_progress.inc()
             try:
                 self._run(gen)
+            except Exception as exc:  # never let one request kill the worker
+                log.exception("lm_api: generation failed")
+                self._metrics.generations.labels("error").inc()
+                gen.emit(Failed(f"generation failed: {exc}"))
             finally:
                 self._metrics.in_progress.dec()
                 with self._lock:
