@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -159,10 +160,15 @@ def _lm_error(resp_status: int, body: bytes) -> LmError:
     )
 
 
+# lm_api may restart with another model or context size; re-ask now and then.
+MODEL_INFO_TTL_S = 60.0
+
+
 class LmApi:
     def __init__(self, client: httpx.AsyncClient) -> None:
         self._client = client
         self._model: ModelInfo | None = None
+        self._model_at = 0.0
 
     async def health(self) -> bool:
         try:
@@ -173,7 +179,8 @@ class LmApi:
 
     async def model_info(self, wanted: str = "") -> ModelInfo | None:
         """The model to use and its context size, cached once lm_api has answered."""
-        if self._model is not None and (not wanted or self._model.id == wanted):
+        fresh = time.monotonic() - self._model_at < MODEL_INFO_TTL_S
+        if self._model is not None and fresh and (not wanted or self._model.id == wanted):
             return self._model
         try:
             resp = await self._client.get("models", timeout=5.0)
@@ -191,7 +198,7 @@ class LmApi:
             id=wanted or str(chosen.get("id")),
             n_ctx=int(n_ctx) if isinstance(n_ctx, int) and n_ctx > 0 else None,
         )
-        self._model = info
+        self._model, self._model_at = info, time.monotonic()
         return info
 
     async def stream_chat(
