@@ -14,6 +14,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
+from starlette.routing import compile_path
 
 from db_api.config import Settings
 from db_api.db import head_revision, make_engine, make_sessionmaker
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(messages.router)
     app.include_router(ops.router)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(405, _method_not_allowed)
     _add_database_error_handlers(app)
     return app
 
@@ -69,6 +71,24 @@ class _AsciiJSONResponse(JSONResponse):
 
 
 MAX_ECHOED_INPUT_CHARS = 200
+
+
+async def _method_not_allowed(request: Request, _exc: Exception) -> JSONResponse:
+    """405 with an Allow header listing every method the path supports: Starlette only
+    names the methods of the first route it tried (GET /chats and POST /chats are two
+    routes). The OpenAPI document is the list of what is supported."""
+    path = request.scope["path"]
+    allowed: set[str] = set()
+    for template, operations in request.app.openapi()["paths"].items():
+        if compile_path(template)[0].match(path):
+            allowed.update(method.upper() for method in operations)
+    if "GET" in allowed:
+        allowed.add("HEAD")  # Starlette answers HEAD wherever it answers GET
+    return JSONResponse(
+        {"detail": "Method Not Allowed"},
+        status_code=405,
+        headers={"Allow": ", ".join(sorted(allowed))},
+    )
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 KNOWN_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
@@ -49,8 +50,18 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            labels = (method, template, str(status))
+            labels = (method, _route_template(scope), str(status))
             self.metrics.requests.labels(*labels).inc()
             self.metrics.latency.labels(*labels).observe(time.perf_counter() - start)
+
+
+def _route_template(scope: Scope) -> str:
+    route = scope.get("route")  # FastAPI records the matched API route here
+    if route is not None:
+        return str(route.path)
+    # Plain Starlette routes (/openapi.json, /docs) have fixed paths: safe as labels.
+    path = scope.get("path")
+    for candidate in getattr(scope.get("app"), "routes", ()):
+        if isinstance(candidate, Route) and candidate.path == path:
+            return str(path)
+    return "unmatched"

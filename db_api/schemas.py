@@ -7,6 +7,7 @@ in the handler; the static checks (types, NUL bytes, enums, ranges) are plain py
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal, get_args
@@ -15,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationInfo,
@@ -45,16 +47,52 @@ def _storable_text(value: str) -> str:
     return value
 
 
+# Whitespace as JSON Schema (ECMA-262 `\s`) defines it, so that the published patterns
+# below and the checks here agree on what "blank" means.
+_WHITESPACE = "\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+_VISIBLE = re.compile(f"[^{_WHITESPACE}]")
+
+
+def is_blank(value: str) -> bool:
+    return _VISIBLE.search(value) is None
+
+
 def _not_blank(value: str) -> str:
-    if not value.strip():
+    if is_blank(value):
         raise ValueError("must not be empty or only whitespace; send null to clear it")
     return value
 
 
-StorableText = Annotated[str, AfterValidator(_storable_text)]
-NonBlankText = Annotated[StorableText, AfterValidator(_not_blank)]
-TokenCount = Annotated[int, Field(ge=0, le=INT32_MAX)]
-Millis = Annotated[float, Field(ge=0, le=MAX_MS, allow_inf_nan=False)]
+# The published schema states the same rules, so a fuzzer (or a client generator)
+# knows what will be accepted. Lone surrogates cannot be expressed in JSON Schema.
+TEXT_SCHEMA: dict[str, Any] = {"type": "string", "pattern": "^[^\\u0000]*$"}
+NON_BLANK_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "pattern": "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$",
+}
+
+StorableText = Annotated[str, AfterValidator(_storable_text), WithJsonSchema(TEXT_SCHEMA)]
+NonBlankText = Annotated[
+    str,
+    AfterValidator(_storable_text),
+    AfterValidator(_not_blank),
+    WithJsonSchema(NON_BLANK_SCHEMA),
+]
+
+
+def _json_number(value: object) -> object:
+    # JSON's types as JSON Schema reads them: true/false and "12" are not numbers
+    # (pydantic's lax mode would take them as 1/0/12), while 3.0 is the integer 3.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+# The validator comes last so that it runs first, before the constrained number.
+TokenCount = Annotated[int, Field(ge=0, le=INT32_MAX), BeforeValidator(_json_number)]
+Millis = Annotated[
+    float, Field(ge=0, le=MAX_MS, allow_inf_nan=False), BeforeValidator(_json_number)
+]
 
 
 class _Input(BaseModel):
@@ -80,6 +118,20 @@ class ChatUpdate(ChatCreate):
 
 
 class MessageCreate(_Input):
+    # The emptiness rule of check_content, stated in the schema as well.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {
+                "properties": {
+                    "role": {"const": "assistant"},
+                    "status": {"enum": ["pending", "streaming", "interrupted", "error"]},
+                },
+                "required": ["role", "status"],
+            },
+            "else": {"properties": {"content": NON_BLANK_SCHEMA}},
+        }
+    )
+
     role: Role
     content: StorableText
     status: Status = "complete"
@@ -88,7 +140,7 @@ class MessageCreate(_Input):
     def check_content(self) -> None:
         # A pending/streaming assistant message starts empty and fills as tokens come;
         # any other empty message is a mistake.
-        if self.content.strip() or (self.role == "assistant" and self.status != "complete"):
+        if not is_blank(self.content) or (self.role == "assistant" and self.status != "complete"):
             return
         raise RequestValidationError(
             [
@@ -108,7 +160,7 @@ class MessageUpdate(_Input):
 
     # Leaving content/status out means "no change"; an explicit null is a 422 (and the
     # published schema says string, not nullable).
-    content: Annotated[StorableText | None, WithJsonSchema({"type": "string"})] = None
+    content: Annotated[StorableText | None, WithJsonSchema(TEXT_SCHEMA)] = None
     status: Annotated[
         Status | None, WithJsonSchema({"type": "string", "enum": list(get_args(Status))})
     ] = None

@@ -141,6 +141,7 @@ def test_metrics_count_by_route_template(client: TestClient) -> None:
         client.get(f"/chats/{chat['id']}", headers=ALICE)
     client.get("/chats/00000000-0000-4000-8000-000000000000", headers=ALICE)
     client.get("/no/such/path")
+    client.get("/openapi.json")
     samples = _samples(client)
     key = (("method", "GET"), ("route", "/chats/{chat_id}"), ("status", "200"))
     assert samples[("db_api_requests_total", key)] == 3
@@ -151,6 +152,8 @@ def test_metrics_count_by_route_template(client: TestClient) -> None:
     assert samples[("db_api_requests_total", created)] == 1
     unmatched = (("method", "GET"), ("route", "unmatched"), ("status", "404"))
     assert samples[("db_api_requests_total", unmatched)] == 1
+    docs = (("method", "GET"), ("route", "/openapi.json"), ("status", "200"))
+    assert samples[("db_api_requests_total", docs)] == 1
     # No raw ids in any label: one series per route, not per chat.
     assert chat["id"] not in client.get("/metrics").text
 

@@ -137,10 +137,13 @@ def test_bad_chat_fields(
         ({"prompt_tokens": -1}, "greater than or equal to 0"),
         ({"completion_tokens": 2**31}, "less than or equal to 2147483647"),
         ({"prompt_tokens": 10**40}, "less than or equal to 2147483647"),
-        ({"prompt_tokens": 1.5}, "valid integer"),
+        ({"prompt_tokens": 1.5}, "fractional part"),
         ({"ttft_ms": -0.1}, "greater than or equal to 0"),
         ({"generation_ms": 1e300}, "less than or equal to"),
-        ({"ttft_ms": "fast"}, "valid number"),
+        ({"ttft_ms": "fast"}, "must be a JSON number"),
+        ({"ttft_ms": False}, "must be a JSON number"),
+        ({"prompt_tokens": True}, "must be a JSON number"),
+        ({"completion_tokens": "12"}, "must be a JSON number"),
     ],
 )
 def test_bad_message_patch(
