@@ -115,8 +115,8 @@ def plain_html(text: str) -> str:
 
 def pygments_css() -> str:
     """The stylesheet behind the highlight classes (light, and dark via media query)."""
-    light = HtmlFormatter(style="default", classprefix="").get_style_defs(".md")
-    dark = HtmlFormatter(style="monokai", classprefix="").get_style_defs(".md")
+    light = HtmlFormatter(style="default", classprefix="").get_style_defs(".md pre")
+    dark = HtmlFormatter(style="monokai", classprefix="").get_style_defs(".md pre")
     return f"{light}\n@media (prefers-color-scheme: dark) {{\n{dark}\n}}\n"
 
 

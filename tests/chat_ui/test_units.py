@@ -102,3 +102,14 @@ def test_titles_and_ages() -> None:
     assert age((now - timedelta(hours=2)).isoformat(), now) == "2 h ago"
     assert age((now - timedelta(days=1)).isoformat(), now) == "1 day ago"
     assert age("garbage", now) == ""
+
+
+def test_static_pygments_css_matches_the_renderer() -> None:
+    from pathlib import Path
+
+    from chat_ui.render import pygments_css
+
+    css = (Path(__file__).parents[2] / "chat_ui/static/pygments.css").read_text()
+    # Regenerate with: uv run python -c "from chat_ui.render import pygments_css; ..."
+    assert css.endswith(pygments_css())
+    assert ".md pre .k" in css
