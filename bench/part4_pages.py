@@ -3,6 +3,8 @@ chats) next to nginx serving a static file of the same size."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 
 from bench.chat_client import Person
@@ -10,7 +12,7 @@ from bench.context import Context
 from bench.pages import LoadResult, load
 from bench.report import PartResult, Table, num, spread
 from bench.services import INTERNAL_TOKEN, Stack, owner_of_chat
-from bench.stats import summarize
+from bench.stats import Summary, summarize
 
 TITLE = "Pages through nginx"
 
@@ -76,7 +78,7 @@ def run(ctx: Context) -> PartResult:
 
         table = Table(
             f"{cfg.connections} connections, {cfg.duration_s} s per run",
-            ["page", "bytes", "requests/s", "p50 ms", "p99 ms", "errors"],
+            ["page", "bytes", "one request alone ms", "requests/s", "p50 ms", "p99 ms", "errors"],
         )
         data: dict[str, dict[str, float | int | str]] = {}
         for label, path, cookie in targets:
@@ -93,6 +95,7 @@ def run(ctx: Context) -> PartResult:
                     None,
                 ),
             ):
+                alone = _alone_ms(url, row_cookie, 1 if cfg.quick else 5)
                 runs = [
                     load(
                         url,
@@ -102,7 +105,7 @@ def run(ctx: Context) -> PartResult:
                     )
                     for _ in range(cfg.runs)
                 ]
-                data[row_label] = _add_row(table, row_label, size, runs)
+                data[row_label] = _add_row(table, row_label, size, alone, runs)
                 result.failures += int(data[row_label]["errors"])
         result.tables.append(table)
         result.data["pages"] = data
@@ -120,20 +123,39 @@ def run(ctx: Context) -> PartResult:
         "is a floor for a bigger machine; each chat page costs chat_ui a db_api round trip "
         "for the chat with all its messages and one for the sidebar, then Markdown + "
         "sanitizing + highlighting of every message.",
+        "'One request alone' is the page's own cost (median of sequential requests); under "
+        f"{cfg.connections} connections a page waits behind the others, so p50 is about "
+        "connections / requests-per-second. Percentiles cover the requests that completed "
+        "within the run (wrk gives up on a request after 10 s and counts it as an error).",
         f"Load tool: {runs[0].tool}; 'errors' counts non-2xx answers and socket errors.",
     ]
     return result
 
 
+def _alone_ms(url: str, cookie: str | None, times: int) -> Summary:
+    """Latency of the page with nothing else in flight: its own cost, without queueing."""
+    headers = {"Cookie": cookie} if cookie else {}
+    samples = []
+    with httpx.Client(headers=headers, timeout=120) as client:
+        for _ in range(times):
+            t0 = time.perf_counter()
+            client.get(url).raise_for_status()
+            samples.append((time.perf_counter() - t0) * 1000.0)
+    return summarize(samples)
+
+
 def _add_row(
-    table: Table, label: str, size: int, runs: list[LoadResult]
+    table: Table, label: str, size: int, alone: Summary, runs: list[LoadResult]
 ) -> dict[str, float | int | str]:
     rps = summarize([r.rps for r in runs])
     p50 = summarize([r.p50_ms for r in runs])
     p99 = summarize([r.p99_ms for r in runs])
     errors = sum(r.errors for r in runs)
-    table.add(label, f"{size:,}", spread(rps, 0), spread(p50), spread(p99), str(errors))
+    table.add(
+        label, f"{size:,}", spread(alone), spread(rps, 0), spread(p50), spread(p99), str(errors)
+    )
     return {
+        "alone_ms": alone.median,
         "bytes": size,
         "rps": rps.median,
         "p50_ms": p50.median,
