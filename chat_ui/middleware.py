@@ -22,18 +22,15 @@ SECURITY_HEADERS = [
 ]
 
 
-async def _send_413(send: Send, limit: int) -> None:
-    body = (f"Request too large: the limit is {limit} bytes.").encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
+async def _send_413(scope: Scope, send: Send, limit: int) -> None:
+    text = f"Request too large: the limit is {limit} bytes. Nothing was saved."
+    headers = [(b"content-type", b"text/html; charset=utf-8")]
+    if (b"hx-request", b"true") in scope["headers"]:
+        # Shown in the page's flash area rather than in the element that sent it.
+        headers += [(b"hx-retarget", b"#flash"), (b"hx-reswap", b"innerHTML")]
+    body = f'<div class="flash-message" role="alert">{text}</div>'.encode()
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -51,7 +48,7 @@ class BodyLimit:
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None:
             if not length.isdigit() or int(length) > self.limit:
-                await _send_413(send, self.limit)
+                await _send_413(scope, send, self.limit)
                 return
             await self.app(scope, receive, send)
             return
@@ -66,7 +63,7 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.limit:
-                await _send_413(send, self.limit)
+                await _send_413(scope, send, self.limit)
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)

@@ -214,6 +214,8 @@ def test_oversized_body_is_413(ada: Browser, fake_db: FakeDb) -> None:
     resp = ada.send(chat, "x" * 600_000)
     assert resp.status_code == 413
     assert "too large" in resp.text
+    fragment = ada.send(chat, "x" * 600_000, htmx=True)
+    assert fragment.status_code == 413 and fragment.headers["hx-retarget"] == "#flash"
     assert fake_db.messages == {}
 
 
