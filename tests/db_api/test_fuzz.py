@@ -28,7 +28,7 @@ from tests.db_api.conftest import make_settings
 OWNER = {"X-Owner": "fuzzer"}
 TOKEN = "fuzz-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-EXAMPLES_PER_OPERATION = 40
+EXAMPLES_PER_OPERATION = 30
 
 # schemathesis binds the app when it collects the operations, so the app exists at
 # import; building it does not touch the database, which the fixture below creates

@@ -8,12 +8,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from pydantic import ValidationError
 
-from db_api.db import alembic_config, head_revision, make_engine, upgrade_database
+from db_api.config import Settings
+from db_api.db import (
+    alembic_config,
+    head_revision,
+    make_engine,
+    normalize_url,
+    upgrade_database,
+)
 from db_api.models import Base
 from tests.support import REPO
 
@@ -125,3 +134,17 @@ def test_migrate_module_works_from_any_directory(tmp_path: Path) -> None:
     )
     assert "newest revision" in done.stderr
     assert _tables(url) == TABLES
+
+
+def test_database_urls_are_normalised() -> None:
+    assert normalize_url("postgresql://u:p@h:5432/d").drivername == "postgresql+psycopg"
+    assert normalize_url("postgres://u@h/d").drivername == "postgresql+psycopg"
+    assert normalize_url("postgresql+psycopg://u@h/d").drivername == "postgresql+psycopg"
+    assert normalize_url("sqlite:///./data/parlor.db").drivername == "sqlite"
+
+
+def test_bad_database_url_fails_at_startup_with_the_setting_name() -> None:
+    with pytest.raises(ValidationError, match="not a database URL"):
+        Settings(database_url="nonsense")
+    with pytest.raises(ValidationError, match="unsupported database 'mysql'"):
+        Settings(database_url="mysql://u@h/d")
