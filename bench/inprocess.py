@@ -15,8 +15,16 @@ from bench.streams import SAMPLING, StreamTiming, answer_tokens
 def load_llama(model: Path, *, threads: int, n_ctx: int) -> Iterator[Any]:
     from llama_cpp import Llama
 
-    # The same n_batch as lm_api's default, so prompt evaluation is chunked alike.
-    llm = Llama(model_path=str(model), n_ctx=n_ctx, n_threads=threads, n_batch=512, verbose=False)
+    # Prompt evaluation gets the same threads as decoding (llama-cpp-python's default for
+    # n_threads_batch is every CPU), and the same n_batch as lm_api, so both read alike.
+    llm = Llama(
+        model_path=str(model),
+        n_ctx=n_ctx,
+        n_threads=threads,
+        n_threads_batch=threads,
+        n_batch=512,
+        verbose=False,
+    )
     try:
         yield llm
     finally:

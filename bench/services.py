@@ -200,6 +200,8 @@ def run_peer(model: Path, workdir: Path, *, threads: int, n_ctx: int) -> Iterato
     args = [
         "--model", str(model),
         "--n_threads", str(threads),
+        # Its default for prompt evaluation is every CPU; lm_api uses its thread count.
+        "--n_threads_batch", str(threads),
         "--n_ctx", str(n_ctx),
         "--n_batch", "512",
         # Its default (True) aborts a running answer when a new request arrives; off, it
