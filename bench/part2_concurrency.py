@@ -13,7 +13,7 @@ from bench.chat_client import Person
 from bench.context import Context
 from bench.load import LoadRound, run_round
 from bench.memory import PeakSampler
-from bench.report import PartResult, Table, num, spread
+from bench.report import PartResult, Table, num, spread, verdict
 from bench.services import run_peer
 from bench.stats import percentile, summarize
 from bench.streams import StreamTiming, openai_model_id, stream_openai
@@ -175,7 +175,7 @@ def _verdicts(summary: dict[str, dict[int, dict[str, float]]]) -> list[str]:
         above_peer = agg4 > peer4
         notes.append(
             f"Target: aggregate at 4 chats above the single chat and above the peer — "
-            f"{'MET' if above_single and above_peer else 'NOT MET'} "
+            f"{verdict(above_single and above_peer, agg4 + agg1 + peer4)} "
             f"({num(agg4)} tok/s vs {num(agg1)} single, {num(peer4)} peer)."
         )
     return notes

@@ -10,7 +10,7 @@ import httpx
 from bench.chat_client import Person
 from bench.context import Context
 from bench.pages import LoadResult, load
-from bench.report import PartResult, Table, num, spread
+from bench.report import PartResult, Table, num, spread, verdict
 from bench.services import INTERNAL_TOKEN, Stack, owner_of_chat
 from bench.stats import Summary, summarize
 
@@ -117,7 +117,7 @@ def run(ctx: Context) -> PartResult:
     p99 = float(data[big]["p99_ms"])
     result.notes += [
         f"Target: a chat page with {max(cfg.page_messages)} messages under 50 ms at p99 — "
-        + ("MET" if p99 < 50 else "NOT MET")
+        + verdict(p99 < 50, p99)
         + f" ({num(p99)} ms).",
         "The load generator, nginx, chat_ui and db_api share the same CPUs, so requests/s "
         "is a floor for a bigger machine; each chat page costs chat_ui a db_api round trip "

@@ -15,6 +15,13 @@ def num(value: float, digits: int = 1) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:,.{digits}f}"
 
 
+def verdict(met: bool, value: float) -> str:
+    """MET / NOT MET for a target, or NOT MEASURED when the figure is missing."""
+    if value is None or math.isnan(value):
+        return "NOT MEASURED"
+    return "MET" if met else "NOT MET"
+
+
 def spread(s: Summary, digits: int = 1) -> str:
     """`median (min-max)`, or just the value for a single run."""
     if s.n == 0:
@@ -93,8 +100,11 @@ def _jsonable(value: Any) -> Any:
 
 HEADER = """# Parlor benchmarks
 
-Produced by `uv run python -m bench` (see `bench/__main__.py --help`); every table is the
-median over the runs with (min-max) beside it. Each part says which run measured it.
+Produced by `uv run python -m bench` (options: `--part N` repeatable, `--runs`, `--threads`,
+`--max-tokens`, `--model PATH`, `--quick`, `--out`); the raw numbers of every run are in
+`results/part<N>.json`. Every table gives the median over the runs with (min-max) beside
+it. Each part says which run measured it, with the machine, its load average when the part
+started, the model and the llama.cpp thread count (the same at every depth and for the peer).
 """
 
 
@@ -115,10 +125,13 @@ def _run_line(run: dict[str, Any]) -> str:
 def write_results_md(out: Path, preamble: str = "") -> Path:
     """RESULTS.md from every part's JSON under `out/results`, so a run of one part keeps
     the others' latest results."""
-    parts = sorted((out / "results").glob("part*.json"))
+    parts = [json.loads(p.read_text()) for p in sorted((out / "results").glob("part*.json"))]
     text = [HEADER, preamble] if preamble else [HEADER]
-    for path in parts:
-        data = json.loads(path.read_text())
+    # The issue's targets first, met or not, as each part judged them.
+    verdicts = [n for data in parts for n in data["notes"] if n.startswith("Target:")]
+    if verdicts:
+        text += ["## Against the targets\n", *(f"- {v}" for v in verdicts), ""]
+    for data in parts:
         text.append(f"## Part {data['part']}: {data['title']}\n")
         text.append(_run_line(data["run"]) + "\n")
         for t in data["tables"]:
