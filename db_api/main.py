@@ -70,9 +70,6 @@ class _AsciiJSONResponse(JSONResponse):
         return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode()
 
 
-MAX_ECHOED_INPUT_CHARS = 200
-
-
 async def _method_not_allowed(request: Request, _exc: Exception) -> JSONResponse:
     """405 with an Allow header listing every method the path supports: Starlette only
     names the methods of the first route it tried (GET /chats and POST /chats are two
@@ -89,6 +86,9 @@ async def _method_not_allowed(request: Request, _exc: Exception) -> JSONResponse
         status_code=405,
         headers={"Allow": ", ".join(sorted(allowed))},
     )
+
+
+MAX_ECHOED_INPUT_CHARS = 200
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
