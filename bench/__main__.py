@@ -1,6 +1,6 @@
 """`uv run python -m bench`: run Parlor's benchmarks, print the tables, write the results.
 
-uv run python -m bench                 # everything (about 20 minutes on 2 cores)
+uv run python -m bench                 # everything (25-45 minutes on a quiet 2-core machine)
 uv run python -m bench --part 1 --part 4 --runs 5
 uv run python -m bench --quick --out /tmp/b    # the smoke-test form
 """

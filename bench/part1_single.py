@@ -93,6 +93,10 @@ def run(ctx: Context) -> PartResult:
             str(len(timings) - len(ok)),
         )
         summary[depth] = {
+            "decode_tps_min": tps.min,
+            "decode_tps_max": tps.max,
+            "ttft_ms_min": ttft.min,
+            "ttft_ms_max": ttft.max,
             "decode_tps": tps.median,
             "ttft_ms": ttft.median,
             "decode_ratio": decode_ratio,
@@ -108,7 +112,8 @@ def run(ctx: Context) -> PartResult:
         + meets_decode
         + f" ({num(stack_row['decode_ratio'] * 100)} %); within 50 ms of its first token — "
         + meets_ttft
-        + f" ({num(stack_row['ttft_delta_ms'], 0)} ms).",
+        + f" ({num(stack_row['ttft_delta_ms'], 0)} ms)."
+        + _noise_warning(summary[inprocess], stack_row),
         "TTFT at the full stack counts from the POST of the message (storing it and the "
         "pending answer in db_api, then the SSE connection), as a person counts from Send; "
         "in-process counts from the call. Each run is a fresh prompt (a per-run tag first), "
@@ -118,3 +123,22 @@ def run(ctx: Context) -> PartResult:
         "SSE text events, which chat_ui may coalesce; the last one still marks the end.",
     ]
     return result
+
+
+def _overlap(a: dict[str, float], b: dict[str, float], key: str) -> bool:
+    return a[f"{key}_min"] <= b[f"{key}_max"] and b[f"{key}_min"] <= a[f"{key}_max"]
+
+
+def _noise_warning(base: dict[str, float], stack: dict[str, float]) -> str:
+    """Say so when the runs' spread is wider than the difference the verdict rests on."""
+    noisy = [
+        name
+        for key, name in (("decode_tps", "decode speed"), ("ttft_ms", "first-token time"))
+        if _overlap(base, stack, key)
+    ]
+    if not noisy:
+        return ""
+    return (
+        f" The {' and '.join(noisy)} ranges of the two rows overlap: on this run the "
+        "difference is within the noise, so the verdict is not established."
+    )
