@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.services import Stack, rss_mb, run_stack
+from bench.services import rss_mb, run_bench_stack
+from tests.support import Stack
 
 # A first message of ordinary length (about 90 tokens with Qwen's tokenizer). Every depth
 # gets the same text after a short per-run tag: the tag makes each run a fresh prompt, so
@@ -72,7 +73,7 @@ class Context:
         if self._stack is None:
             cfg = self.config
             self._stack = self.exits.enter_context(
-                run_stack(
+                run_bench_stack(
                     cfg.model,
                     cfg.workdir / "stack",
                     threads=cfg.threads,

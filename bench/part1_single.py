@@ -38,7 +38,7 @@ def run(ctx: Context) -> PartResult:
         httpx.Client(timeout=httpx.Timeout(900.0, connect=10.0)) as client,
         Person(stack.url, "bench-part1") as person,
     ):
-        model_id = openai_model_id(client, stack.lm_api_base, stack.lm_headers)
+        model_id = openai_model_id(client, stack.lm_base, stack.lm_headers)
         person.login()
 
         def one(depth: str, tag: str) -> StreamTiming:
@@ -48,7 +48,7 @@ def run(ctx: Context) -> PartResult:
             if depth == lm_api:
                 return stream_openai(
                     client,
-                    stack.lm_api_base,
+                    stack.lm_base,
                     model_id,
                     messages,
                     cfg.max_tokens,

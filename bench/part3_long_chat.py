@@ -8,9 +8,10 @@ import httpx
 from bench.chat_client import Person
 from bench.context import Context
 from bench.report import PartResult, Table, num, spread
-from bench.services import INTERNAL_TOKEN, Stack, owner_of_chat
+from bench.services import owner_of_chat
 from bench.stats import summarize
 from bench.streams import openai_model_id, stream_openai
+from tests.support import Stack
 
 TITLE = "A long chat: first token as the history grows"
 
@@ -21,8 +22,8 @@ FOLLOW_UP = "Thanks. Now tell me more about stage {turn}: terrain, water, and a 
 def _history(stack: Stack, chat_id: str) -> list[dict[str, str]]:
     """The chat as chat_ui sent it for its last turn: every message but the last answer."""
     owner = owner_of_chat(stack.database_url, chat_id)
-    headers = {"X-Owner": owner, "Authorization": f"Bearer {INTERNAL_TOKEN}"}
-    r = httpx.get(f"{stack.db_api.url}/chats/{chat_id}", headers=headers, timeout=30)
+    headers = {"X-Owner": owner, "Authorization": f"Bearer {stack.token}"}
+    r = httpx.get(f"{stack.db.url}/chats/{chat_id}", headers=headers, timeout=30)
     r.raise_for_status()
     messages = [{"role": m["role"], "content": m["content"]} for m in r.json()["messages"]]
     return messages[:-1]
@@ -34,7 +35,7 @@ def _reference(ctx: Context, chat_id: str) -> tuple[float, float]:
     stack = ctx.stack
     history = _history(stack, chat_id)
     with httpx.Client(timeout=httpx.Timeout(900.0, connect=10.0)) as client:
-        base, headers = stack.lm_api_base, stack.lm_headers
+        base, headers = stack.lm_base, stack.lm_headers
         model = openai_model_id(client, base, headers)
         stream_openai(client, base, model, ctx.config.prompt("evict"), 2, headers=headers)
         cold = stream_openai(client, base, model, history, 2, headers=headers)

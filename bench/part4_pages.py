@@ -11,8 +11,9 @@ from bench.chat_client import Person
 from bench.context import Context
 from bench.pages import LoadResult, load
 from bench.report import PartResult, Table, num, spread, verdict
-from bench.services import INTERNAL_TOKEN, Stack, owner_of_chat
+from bench.services import owner_of_chat
 from bench.stats import Summary, summarize
+from tests.support import Stack
 
 TITLE = "Pages through nginx"
 
@@ -37,8 +38,8 @@ For large files, **pandas** (`pd.read_csv(...)["amount"].sum()`) is faster."""
 
 
 def _seed_messages(stack: Stack, owner: str, chat_id: str, count: int) -> None:
-    headers = {"X-Owner": owner, "Authorization": f"Bearer {INTERNAL_TOKEN}"}
-    with httpx.Client(base_url=stack.db_api.url, headers=headers, timeout=30) as db:
+    headers = {"X-Owner": owner, "Authorization": f"Bearer {stack.token}"}
+    with httpx.Client(base_url=stack.db.url, headers=headers, timeout=30) as db:
         for i in range(count):
             role, text = ("user", USER_TEXT) if i % 2 == 0 else ("assistant", ASSISTANT_TEXT)
             db.post(
@@ -47,8 +48,8 @@ def _seed_messages(stack: Stack, owner: str, chat_id: str, count: int) -> None:
 
 
 def _seed_chats(stack: Stack, owner: str, count: int) -> None:
-    headers = {"X-Owner": owner, "Authorization": f"Bearer {INTERNAL_TOKEN}"}
-    with httpx.Client(base_url=stack.db_api.url, headers=headers, timeout=30) as db:
+    headers = {"X-Owner": owner, "Authorization": f"Bearer {stack.token}"}
+    with httpx.Client(base_url=stack.db.url, headers=headers, timeout=30) as db:
         for i in range(count):
             db.post("/chats", json={"title": f"Trip planning, part {i + 1}"}).raise_for_status()
 
@@ -86,6 +87,7 @@ def run(ctx: Context) -> PartResult:
             page.raise_for_status()
             size = len(page.content)
             static_name = f"{path.strip('/').replace('/', '-') or 'root'}.html"
+            assert stack.static_root is not None, "the bench stack serves its own static root"
             (stack.static_root / "bench" / static_name).write_bytes(b"x" * size)
             for row_label, url, row_cookie in (
                 (label, stack.url + path, cookie),

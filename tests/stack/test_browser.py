@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.stack.conftest import Stack
-from tests.support import REPO
+from tests.support import REPO, Stack
 
 pytestmark = pytest.mark.slow
 

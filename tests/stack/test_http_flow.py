@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from chat_ui.main import STATIC
-from tests.stack.conftest import Stack
 from tests.stack.visitor import Visitor
+from tests.support import Stack
 
 pytestmark = pytest.mark.slow
 

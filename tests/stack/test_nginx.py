@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from parlor.nginx import TEMPLATE, NginxConfig, render_template, write_config
-from tests.stack.nginx_process import require_nginx, run_nginx
-from tests.support import Service, run_service
+from tests.stack.nginx_process import require_nginx
+from tests.support import Service, run_nginx, run_service
 
 VARIABLES = {
     "PARLOR_LISTEN": "8080",
@@ -64,9 +64,10 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 def site(
     tmp_path_factory: pytest.TempPathFactory, upstream: Service, static_root: Path
 ) -> Iterator[tuple[str, NginxConfig]]:
+    require_nginx()
     prefix = tmp_path_factory.mktemp("nginx")
-    with run_nginx(prefix, upstream.url, static_root=static_root) as running:
-        yield running
+    with run_nginx(prefix, upstream.url, static_root=static_root) as (url, _proc, config):
+        yield url, config
 
 
 @pytest.fixture(scope="module")
