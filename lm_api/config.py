@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -55,6 +56,10 @@ class Settings(BaseSettings):
     max_tokens: int = Field(default=512, ge=1)
     # Empty: no check. Otherwise /v1/* need `Authorization: Bearer <token>`.
     internal_token: str = ""
+    # fifo: one generation at a time. batched: up to `parallel` generations decode
+    # together (continuous batching); n_ctx is then the context of each of them.
+    engine: Literal["fifo", "batched"] = "fifo"
+    parallel: int = Field(default=4, ge=1, le=64)
 
     @property
     def served_model_name(self) -> str:

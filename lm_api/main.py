@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from lm_api.batched import BatchedEngine
 from lm_api.config import Settings
 from lm_api.engine import (
     Cancelled,
@@ -116,7 +117,8 @@ def create_app(settings: Settings | None = None, *, loader: Loader | None = None
     settings = settings or Settings()
     _setup_logging()
     metrics = Metrics()
-    engine: Engine = FifoEngine(settings, metrics, loader or load_llama)
+    kind = BatchedEngine if settings.engine == "batched" else FifoEngine
+    engine: Engine = kind(settings, metrics, loader or load_llama)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

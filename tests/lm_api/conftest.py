@@ -13,9 +13,10 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from llama_cpp._internals import LlamaBatch, LlamaContext
 
 from lm_api.config import Settings
-from lm_api.engine import Loader, load_llama
+from lm_api.engine import Loader
 from lm_api.main import create_app
 from tests.support import free_port, wait_healthy
 
@@ -63,10 +64,11 @@ def health(url: str) -> dict[str, Any]:
 
 
 class Gate:
-    """Holds every generation before its first token until `release()`.
+    """Holds the first llama.cpp decode (the first prompt) until `release()`.
 
     The model is real; the gate only decides when the worker may start decoding, so tests
-    can observe a busy server (queue, health, cancellation) without timing guesses.
+    can observe a busy server (queue, health, cancellation) without timing guesses. It
+    wraps `LlamaContext.decode`, which both engines decode through.
     """
 
     def __init__(self) -> None:
@@ -79,17 +81,32 @@ class Gate:
     def wait_entered(self) -> None:
         assert self.entered.wait(GATE_TIMEOUT_S), "no generation reached the gate"
 
-    def loader(self, settings: Settings) -> Any:
-        llm = load_llama(settings)
-        real_generate = llm.generate
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        real_decode = LlamaContext.decode
 
-        def gated(*args: Any, **kwargs: Any) -> Iterator[int]:
+        def gated(ctx: LlamaContext, batch: LlamaBatch) -> None:
             self.entered.set()
             assert self._open.wait(GATE_TIMEOUT_S), "gate never released"
-            yield from real_generate(*args, **kwargs)
+            real_decode(ctx, batch)
 
-        llm.generate = gated  # type: ignore[method-assign]
-        return llm
+        monkeypatch.setattr(LlamaContext, "decode", gated)
+
+
+def on_decode(monkeypatch: pytest.MonkeyPatch, hook: Callable[[LlamaBatch], None]) -> None:
+    """Call `hook(batch)` before every llama.cpp decode of either engine (it may raise)."""
+    real_decode = LlamaContext.decode
+
+    def hooked(ctx: LlamaContext, batch: LlamaBatch) -> None:
+        hook(batch)
+        real_decode(ctx, batch)
+
+    monkeypatch.setattr(LlamaContext, "decode", hooked)
+
+
+def batch_rows(batch: LlamaBatch) -> list[int]:
+    """The sequence id of each token in a batch."""
+    b = batch.batch
+    return [b.seq_id[i][0] for i in range(b.n_tokens)]
 
 
 def toy_settings(model: Path, **overrides: Any) -> Settings:
@@ -99,15 +116,25 @@ def toy_settings(model: Path, **overrides: Any) -> Settings:
     return Settings(model_path=model, n_ctx=overrides.pop("n_ctx", 1024), **overrides)
 
 
+ENGINES = ["fifo", "batched"]
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """Each engine-level test runs against every engine (LM_API_ENGINE)."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def toy_url(toy_model: Path) -> Iterator[str]:
+def toy_url(toy_model: Path, engine: str) -> Iterator[str]:
     """A shared lm_api on the toy model (tests using it leave it idle)."""
-    with serve(toy_settings(toy_model)) as url:
+    with serve(toy_settings(toy_model, engine=engine)) as url:
         yield url
 
 
 @pytest.fixture
-def gate() -> Iterator[Gate]:
+def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[Gate]:
     g = Gate()
+    g.install(monkeypatch)
     yield g
     g.release()  # never leave a worker blocked

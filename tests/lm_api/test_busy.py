@@ -5,19 +5,26 @@ the test controls, not a timing guess."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
+from llama_cpp._internals import LlamaBatch, LlamaContext
 from prometheus_client.parser import text_string_to_metric_families
 
-from lm_api.config import Settings
-from lm_api.engine import load_llama
-from tests.lm_api.conftest import Gate, health, poll_until, serve, toy_settings
+from tests.lm_api.conftest import (
+    Gate,
+    batch_rows,
+    health,
+    on_decode,
+    poll_until,
+    serve,
+    toy_settings,
+)
 
 BODY = {"messages": [{"role": "user", "content": "hello there"}], "max_tokens": 8}
 
@@ -49,8 +56,9 @@ def stream_tokens(url: str, body: dict[str, object]) -> tuple[int, str | None]:
 
 
 @pytest.fixture
-def gated_url(toy_model: Path, gate: Gate) -> Iterator[str]:
-    with serve(toy_settings(toy_model, max_queue=1), loader=gate.loader) as url:
+def gated_url(toy_model: Path, engine: str, gate: Gate) -> Iterator[str]:
+    # One slot for the batched engine too: the line behaves as with the FIFO engine.
+    with serve(toy_settings(toy_model, max_queue=1, engine=engine, parallel=1)) as url:
         yield url
 
 
@@ -91,10 +99,10 @@ def test_full_line_answers_503_with_retry_after_and_nobody_is_dropped(
     assert metric(gated_url, "lm_api_queue_depth") == 0
 
 
-def test_a_stream_client_that_hangs_up_frees_the_model(toy_model: Path) -> None:
+def test_a_stream_client_that_hangs_up_frees_the_model(toy_model: Path, engine: str) -> None:
     # A long answer (8000 tokens, seconds of work) so that hanging up after three tokens
     # is clearly "early".
-    with serve(toy_settings(toy_model, n_ctx=8192)) as url:
+    with serve(toy_settings(toy_model, n_ctx=8192, engine=engine)) as url:
         body = {**BODY, "max_tokens": 8000, "stream": True}
         with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60) as r:
             assert r.status_code == 200
@@ -160,24 +168,18 @@ def test_a_request_cancelled_while_waiting_leaves_the_line(gated_url: str, gate:
     assert metric(gated_url, "lm_api_generations_total", finish_reason="cancelled") == 1
 
 
-def test_a_generation_that_fails_midway_ends_its_stream_with_an_error(toy_model: Path) -> None:
-    broken = {"armed": True}
+def test_a_generation_that_fails_midway_ends_its_stream_with_an_error(
+    toy_model: Path, engine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decodes = itertools.count(1)
 
-    def loader(settings: Settings) -> Any:
-        llm = load_llama(settings)
-        real_generate = llm.generate
+    def fail_fourth(_batch: LlamaBatch) -> None:
+        # Decode 1 reads the prompt, 2 and 3 the first answer tokens: three tokens are out.
+        if next(decodes) == 4:
+            raise RuntimeError("simulated llama.cpp failure")
 
-        def failing(*args: Any, **kwargs: Any) -> Iterator[int]:
-            for i, token in enumerate(real_generate(*args, **kwargs)):
-                if i == 3 and broken["armed"]:
-                    broken["armed"] = False
-                    raise RuntimeError("simulated llama.cpp failure")
-                yield token
-
-        llm.generate = failing
-        return llm
-
-    with serve(toy_settings(toy_model), loader=loader) as url:
+    on_decode(monkeypatch, fail_fourth)
+    with serve(toy_settings(toy_model, engine=engine)) as url:
         body = {**BODY, "stream": True, "max_tokens": 20}
         with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60) as r:
             lines = [line for line in r.iter_lines() if line.startswith("data: ")]
@@ -189,3 +191,86 @@ def test_a_generation_that_fails_midway_ends_its_stream_with_an_error(toy_model:
         r2 = httpx.post(url + "/v1/chat/completions", json=BODY, timeout=60)
         assert r2.status_code == 200
         assert metric(url, "lm_api_generations_total", finish_reason="error") == 1
+
+
+def test_batched_engine_decodes_four_streams_together(
+    toy_model: Path, gate: Gate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With parallel=4, four requests are in progress at once and share decode calls."""
+    where = {"url": ""}
+    seen: dict[str, float] = {}
+    widest = {"rows": 0}
+    real_decode = LlamaContext.decode  # the gate's decode: it holds the first prompt
+
+    def watch(ctx: LlamaContext, batch: LlamaBatch) -> None:
+        sequences = len(set(batch_rows(batch)))
+        widest["rows"] = max(widest["rows"], sequences)
+        if sequences == 4 and not seen:
+            # Asked from inside the 4-sequence decode: every stream is running right now.
+            seen["running"] = health(where["url"])["running"]
+            seen["in_progress"] = metric(where["url"], "lm_api_generation_in_progress")
+        real_decode(ctx, batch)
+
+    monkeypatch.setattr(LlamaContext, "decode", watch)
+    results: dict[int, tuple[int, str | None]] = {}
+    with serve(toy_settings(toy_model, engine="batched", parallel=4)) as url:
+        where["url"] = url
+        threads = [
+            threading.Thread(
+                target=lambda i=i: results.setdefault(
+                    i,
+                    stream_tokens(
+                        url,
+                        {
+                            "messages": [{"role": "user", "content": f"chat {i}"}],
+                            "max_tokens": 20 + i,
+                        },
+                    ),
+                )
+            )
+            for i in range(4)
+        ]
+        threads[0].start()
+        gate.wait_entered()  # the first prompt is held at its decode ...
+        for t in threads[1:]:
+            t.start()
+        # ... until the three others wait; then all four are admitted before the first ends.
+        poll_until(lambda: health(url)["queue_depth"] == 3, "three requests to wait")
+        gate.release()
+        for t in threads:
+            t.join(60)
+    assert results == {i: (20 + i, "length") for i in range(4)}
+    assert widest["rows"] == 4
+    assert seen == {"running": 4, "in_progress": 4}
+
+
+def test_batched_engine_reuses_a_slot_that_holds_the_prompt_prefix(
+    toy_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chat's next turn re-reads only what its slot does not hold already."""
+    prompt_rows: list[int] = []
+    on_decode(monkeypatch, lambda batch: prompt_rows.append(batch.batch.n_tokens))
+    first = [{"role": "user", "content": "tell me about the river and the stone " * 8}]
+    with serve(toy_settings(toy_model, engine="batched", parallel=2)) as url:
+        r1 = httpx.post(
+            url + "/v1/chat/completions",
+            json={"messages": first, "max_tokens": 4, "temperature": 0},
+            timeout=60,
+        ).json()
+        answer = r1["choices"][0]["message"]["content"]
+        prompt1 = r1["usage"]["prompt_tokens"]
+        prompt_rows.clear()
+        follow = [
+            *first,
+            {"role": "assistant", "content": answer},
+            {"role": "user", "content": "and?"},
+        ]
+        r2 = httpx.post(
+            url + "/v1/chat/completions", json={"messages": follow, "max_tokens": 4}, timeout=60
+        ).json()
+    prompt2 = r2["usage"]["prompt_tokens"]
+    assert r2["usage"]["completion_tokens"] == 4
+    assert prompt2 > prompt1 > 40
+    # The first decode of the second request is its prompt: only the part after the
+    # first prompt (at most) was read, not the whole conversation.
+    assert prompt_rows[0] <= prompt2 - prompt1 + 1

@@ -17,7 +17,7 @@ from tests.support import wait_healthy
 BODY = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 
 
-def test_health_is_503_loading_until_the_model_is_loaded(toy_model: Path) -> None:
+def test_health_is_503_loading_until_the_model_is_loaded(toy_model: Path, engine: str) -> None:
     release = threading.Event()
     entered = threading.Event()
 
@@ -26,7 +26,7 @@ def test_health_is_503_loading_until_the_model_is_loaded(toy_model: Path) -> Non
         assert release.wait(60), "test never released the loader"
         return load_llama(settings)
 
-    with serve(toy_settings(toy_model), loader=slow_loader, healthy=False) as url:
+    with serve(toy_settings(toy_model, engine=engine), loader=slow_loader, healthy=False) as url:
         try:
             assert entered.wait(60)
             h = httpx.get(url + "/health")
@@ -67,10 +67,10 @@ def _truncated(tmp_path: Path, toy_model: Path) -> Path:
     ids=["missing", "not-gguf", "truncated"],
 )
 def test_a_failed_load_is_503_with_the_reason(
-    tmp_path: Path, toy_model: Path, make: Any, expected: str
+    tmp_path: Path, toy_model: Path, engine: str, make: Any, expected: str
 ) -> None:
     path = make(tmp_path, toy_model)
-    with serve(toy_settings(path), healthy=False) as url:
+    with serve(toy_settings(path, engine=engine), healthy=False) as url:
         poll_until(lambda: httpx.get(url + "/health").json()["status"] == "failed", "failure")
         h = httpx.get(url + "/health")
         assert h.status_code == 503
@@ -81,8 +81,8 @@ def test_a_failed_load_is_503_with_the_reason(
         assert "Traceback" not in chat.text
 
 
-def test_an_unusable_chat_format_is_503_with_the_reason(toy_model: Path) -> None:
-    with serve(toy_settings(toy_model, chat_format="llama-2"), healthy=False) as url:
+def test_an_unusable_chat_format_is_503_with_the_reason(toy_model: Path, engine: str) -> None:
+    with serve(toy_settings(toy_model, chat_format="llama-2", engine=engine), healthy=False) as url:
         poll_until(lambda: httpx.get(url + "/health").json()["status"] == "failed", "failure")
         detail = httpx.get(url + "/health").json()["detail"]
     assert "chat format not usable" in detail

@@ -146,8 +146,8 @@ def test_concurrent_streams_all_complete_with_their_full_token_count(
     assert all(text for text, _, _ in results)
 
 
-def test_a_model_without_chat_template_answers(toy_model_no_template: Path) -> None:
-    with serve(toy_settings(toy_model_no_template)) as url:
+def test_a_model_without_chat_template_answers(toy_model_no_template: Path, engine: str) -> None:
+    with serve(toy_settings(toy_model_no_template, engine=engine)) as url:
         resp = client(url).chat.completions.create(
             model="x",
             messages=MESSAGES,
@@ -187,15 +187,17 @@ def test_max_tokens_is_clamped_to_what_is_left_of_the_context(toy_url: str) -> N
     assert resp.choices[0].finish_reason == "length"
 
 
-def test_a_jinja_chat_format_setting_replaces_the_gguf_template(toy_model: Path) -> None:
+def test_a_jinja_chat_format_setting_replaces_the_gguf_template(
+    toy_model: Path, engine: str
+) -> None:
     template = (
         "{% for m in messages %}{{ m['role'] | upper }}: {{ m['content'] }}\n{% endfor %}ASSISTANT:"
     )
-    with serve(toy_settings(toy_model, chat_format=template)) as url:
+    with serve(toy_settings(toy_model, chat_format=template, engine=engine)) as url:
         short = client(url).chat.completions.create(
             model="toy", messages=[{"role": "user", "content": "hi"}], max_tokens=3
         )
-    with serve(toy_settings(toy_model, chat_format="chatml")) as url:
+    with serve(toy_settings(toy_model, chat_format="chatml", engine=engine)) as url:
         chatml = client(url).chat.completions.create(
             model="toy", messages=[{"role": "user", "content": "hi"}], max_tokens=3
         )

@@ -12,8 +12,7 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from lm_api.config import Settings
-from tests.lm_api.conftest import serve
+from tests.lm_api.conftest import serve, toy_settings
 from tests.support import SHARED
 
 STORIES = SHARED / "models" / "stories260K.gguf"
@@ -22,8 +21,9 @@ pytestmark = pytest.mark.skipif(not STORIES.is_file(), reason="no ../shared/mode
 
 
 @pytest.fixture(scope="module")
-def stories_url() -> Iterator[str]:
-    with serve(Settings(model_path=STORIES, n_ctx=512, max_tokens=200, n_threads=1)) as url:
+def stories_url(engine: str) -> Iterator[str]:
+    settings = toy_settings(STORIES, n_ctx=512, max_tokens=200, engine=engine)
+    with serve(settings) as url:
         yield url
 
 

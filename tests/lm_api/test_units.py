@@ -7,7 +7,7 @@ import os
 import pytest
 
 from lm_api.config import Settings, physical_cores
-from lm_api.engine import StopMatcher
+from lm_api.stops import StopMatcher
 
 
 def feed_all(stops: tuple[str, ...], pieces: list[str]) -> tuple[str, bool]:
