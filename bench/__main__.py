@@ -20,6 +20,7 @@ from bench.context import Config, Context
 from bench.machine import describe, physical_cores
 from bench.models import benchmark_model
 from bench.report import PartResult, write_part, write_results_md
+from lm_api.config import Settings
 
 BENCH_DIR = Path(__file__).resolve().parent
 
@@ -51,6 +52,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=physical_cores(),
         help="llama.cpp threads everywhere (default: physical cores)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=["fifo", "batched"],
+        default=Settings.model_fields["engine"].default,
+        help="lm_api's engine, LM_API_ENGINE (default: lm_api's default)",
     )
     p.add_argument("--model", type=Path, help="a real GGUF instead of the synthetic model")
     p.add_argument("--max-tokens", type=int, help="answer length (default 128; 8 with --quick)")
@@ -85,6 +92,7 @@ def make_config(args: argparse.Namespace) -> Config:
         parts=sorted(set(args.part or PARTS)),
         runs=args.runs or (1 if quick else 3),
         threads=args.threads,
+        engine=args.engine,
         max_tokens=args.max_tokens or (8 if quick else 128),
         n_ctx=1024 if quick else 4096,
         quick=quick,
@@ -107,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = make_config(args)
     run_info = cfg.run_info(describe())
     print(
-        f"model: {cfg.model_desc}\nthreads: {cfg.threads}, runs: {cfg.runs}, "
+        f"model: {cfg.model_desc}\nthreads: {cfg.threads}, engine: {cfg.engine}, runs: {cfg.runs}, "
         f"parts: {cfg.parts}, work dir: {cfg.workdir}\n",
         flush=True,
     )

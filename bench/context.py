@@ -27,6 +27,7 @@ class Config:
     parts: list[int]
     runs: int
     threads: int
+    engine: str  # LM_API_ENGINE of the stack
     max_tokens: int
     n_ctx: int
     quick: bool
@@ -51,6 +52,7 @@ class Config:
             "model": str(self.model),
             "model_desc": self.model_desc,
             "threads": self.threads,
+            "engine": self.engine,
             "runs": self.runs,
             "max_tokens": self.max_tokens,
             "n_ctx": self.n_ctx,
@@ -77,6 +79,7 @@ class Context:
                     cfg.model,
                     cfg.workdir / "stack",
                     threads=cfg.threads,
+                    engine=cfg.engine,
                     n_ctx=cfg.n_ctx,
                     max_tokens=cfg.max_tokens,
                 )

@@ -32,7 +32,13 @@ def static_root_with(workdir: Path) -> Path:
 
 @contextlib.contextmanager
 def run_bench_stack(
-    model: Path, workdir: Path, *, threads: int, n_ctx: int, max_tokens: int
+    model: Path,
+    workdir: Path,
+    *,
+    threads: int,
+    n_ctx: int,
+    max_tokens: int,
+    engine: str,
 ) -> Iterator[Stack]:
     """The stack of the stack tests (tests/support.run_stack), with the benchmark's
     threads and context, on SQLite."""
@@ -47,6 +53,7 @@ def run_bench_stack(
         lm_env={
             "LM_API_N_THREADS": str(threads),
             "LM_API_N_CTX": str(n_ctx),
+            "LM_API_ENGINE": engine,
             # Room for part 2's largest load; one more waiting request would be refused.
             "LM_API_MAX_QUEUE": "16",
         },
