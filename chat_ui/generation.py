@@ -44,22 +44,34 @@ def fit_history(
 ) -> list[dict[str, str]]:
     """System prompt plus the newest turns that fit `budget_tokens`; oldest dropped first.
 
+    When the history no longer fits, it is cut at the first turn boundary past a multiple of
+    a quarter of the budget, counted from the chat's first turn. Those positions do not
+    move as the chat grows, so the same cut serves several turns in a row and every prompt
+    of that stretch starts with the same tokens: the model server reuses its cache of that
+    prefix instead of re-reading the whole history at every turn (cutting exactly as much
+    as needed would shift the start, and so the cache, at each turn).
+
     The system prompt and the latest turn are always kept (if even they do not fit,
     lm_api says so and the answer is marked error with that reason). The kept history
     starts with a user turn, since many chat templates require it.
     """
     system = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    used = sum(estimate_tokens(m["content"]) for m in system)
-    kept: list[dict[str, str]] = []
-    for turn in reversed(turns):
-        cost = estimate_tokens(turn["content"])
-        if kept and used + cost > budget_tokens:
-            break
-        kept.append(turn)
-        used += cost
-    kept.reverse()
+    room = budget_tokens - sum(estimate_tokens(m["content"]) for m in system)
+    costs = [estimate_tokens(turn["content"]) for turn in turns]
+    # starts[i]: tokens before turn i, counted from the chat's beginning.
+    starts = [0]
+    for cost in costs:
+        starts.append(starts[-1] + cost)
+    first = 0
+    step = max(1, room // 4)
+    boundary = 0
+    while first < len(turns) - 1 and starts[-1] - starts[first] > room:
+        boundary += step
+        while first < len(turns) - 1 and starts[first] < boundary:
+            first += 1
+    kept = turns[first:]
     while len(kept) > 1 and kept[0]["role"] != "user":
-        kept.pop(0)
+        kept = kept[1:]
     return system + kept
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 from chat_ui.generation import estimate_tokens, fit_history, history_before
@@ -48,6 +49,26 @@ def test_fit_history_keeps_system_and_newest_turns() -> None:
     kept = [m["content"].split()[0] for m in out[1:]]
     assert kept == ["6", "7", "8", "9"][-len(kept) :] and kept[-1] == "9"
     assert out[1]["role"] == "user"  # never starts on an assistant turn
+
+
+def test_fit_history_cuts_at_stable_points_as_a_chat_grows() -> None:
+    """The kept history starts at the same turn for several turns in a row, so the model
+    server's prefix cache survives, and every prompt still fits the budget."""
+    budget = 40 * estimate_tokens("w" * 100)
+    turns: list[dict[str, str]] = []
+    firsts: list[str] = []
+    for i in range(200):
+        turns.append({"role": "user" if i % 2 == 0 else "assistant", "content": f"{i} " + "w" * 98})
+        if turns[-1]["role"] != "user":
+            continue
+        out = fit_history("sys", turns, budget_tokens=budget)
+        assert sum(estimate_tokens(m["content"]) for m in out) <= budget
+        assert out[1]["role"] == "user" and out[-1] == turns[-1]
+        firsts.append(out[1]["content"].split()[0])
+    cuts = [b for a, b in itertools.pairwise(firsts) if a != b]
+    # 100 user turns; the first kept turn moves about once per quarter budget (10 turns),
+    # where cutting to the exact fit would move it at almost every turn.
+    assert firsts[0] == "0" and 5 <= len(cuts) <= 20, cuts
 
 
 def test_fit_history_always_keeps_the_latest_turn() -> None:
