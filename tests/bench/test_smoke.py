@@ -88,6 +88,7 @@ def test_part3_times_each_marked_turn(quick_run: tuple[int, Path]) -> None:
         "1 (full stack)",
         "2 (full stack)",
         "3 (full stack)",
+        "every turn 2-3 (full stack)",
         "3, its prompt straight to lm_api, nothing cached",
         "3, its prompt straight to lm_api, all cached",
     ]
