@@ -56,9 +56,11 @@ class Settings(BaseSettings):
     max_tokens: int = Field(default=512, ge=1)
     # Empty: no check. Otherwise /v1/* need `Authorization: Bearer <token>`.
     internal_token: str = ""
-    # fifo: one generation at a time. batched: up to `parallel` generations decode
-    # together (continuous batching); n_ctx is then the context of each of them.
-    engine: Literal["fifo", "batched"] = "fifo"
+    # batched: up to `parallel` generations decode together (continuous batching), so
+    # concurrent chats share each pass over the weights and each keeps its own prompt
+    # cache; n_ctx is the context of each of them. fifo: one generation at a time, one
+    # context (a little faster for a lone chat, everyone else waits).
+    engine: Literal["fifo", "batched"] = "batched"
     parallel: int = Field(default=4, ge=1, le=64)
 
     @property
