@@ -13,7 +13,6 @@ the HTTP layer does not know which engine it talks to.
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import collections
 import logging
@@ -28,21 +27,16 @@ from llama_cpp import _internals as internals
 
 from lm_api.config import Settings
 from lm_api.engine import (
-    ContextLengthExceeded,
-    EngineStatus,
+    EngineBase,
     Failed,
     Finished,
     Generation,
     GenerationRequest,
     Loader,
-    NotReady,
-    QueueFull,
-    State,
     TextDelta,
     load_llama,
 )
 from lm_api.metrics import Metrics
-from lm_api.prompt import ChatPrompter
 from lm_api.stops import StopMatcher
 
 log = logging.getLogger("lm_api")
@@ -83,43 +77,47 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-class BatchedEngine:
+class BatchedEngine(EngineBase):
     """One llama.cpp context, up to `parallel` generations decoding together."""
 
+    thread_name = "lm_api-batched"
+
     def __init__(self, settings: Settings, metrics: Metrics, loader: Loader = load_llama) -> None:
-        self._settings = settings
-        self._metrics = metrics
-        self._loader = loader
+        super().__init__(settings, metrics, loader)
         self._parallel = settings.parallel
-        self._state: State = "loading"
-        self._detail = "loading the model"
-        self._llm: llama_cpp.Llama | None = None
-        self._prompter: ChatPrompter | None = None
-        self._vocab: Any = None
         self._ctx: internals.LlamaContext | None = None
         self._batch: internals.LlamaBatch | None = None
         self._n_batch = max(settings.n_batch, settings.parallel)
         self._slots = [Slot(seq_id=i) for i in range(settings.parallel)]
         # Guarded by _lock: the waiting line, its count (cancelled ones leave at once, the
         # deque drops them lazily), and how many slots are taken.
-        self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._line: collections.deque[Generation] = collections.deque()
-        self._waiting = 0
         self._running = 0
         self._admissions = 0
         self._closed = False
-        self._thread: threading.Thread | None = None
+
+    def _n_ctx(self) -> int:
+        return self._settings.n_ctx  # per sequence
+
+    def _n_running(self) -> int:
+        return self._running
+
+    def _line_full(self) -> bool:
+        free = self._parallel - self._running
+        # Requests that a free slot takes at once do not count against the line.
+        return self._waiting >= free and self._waiting - free >= self._settings.max_queue
+
+    def _enqueue(self, gen: Generation) -> None:
+        self._line.append(gen)
+        self._wake.notify()
+
+    def _layout(self, llm: llama_cpp.Llama) -> str:
+        return f"batched engine: {self._parallel} sequences of n_ctx={self._settings.n_ctx}"
 
     # lifecycle
 
-    def start(self) -> None:
-        """Load the model and serve, in a background thread: the server answers meanwhile."""
-        self._thread = threading.Thread(target=self._main, name="lm_api-batched", daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        """Cancel what runs and what waits (their callers get a Cancelled), stop the worker."""
+    def _stop_serving(self) -> None:
         with self._lock:
             self._closed = True
             waiting = list(self._line)
@@ -128,46 +126,19 @@ class BatchedEngine:
             self._wake.notify_all()
         for gen in (*running, *waiting):
             gen.cancel()
-        if self._thread is not None and self._state == "ready":
-            self._thread.join(timeout=30)
 
-    def _main(self) -> None:
-        s = self._settings
+    def _load(self, settings: Settings) -> llama_cpp.Llama:
+        # The loader's own context only serves the tokenizer (ours is made by _open):
+        # keep it small rather than a second full-size KV cache.
+        return self._loader(settings.model_copy(update={"n_ctx": LOADER_N_CTX}))
+
+    def _open(self, llm: llama_cpp.Llama) -> bool:
         try:
-            # The loader's own context only serves the tokenizer (ours is made below):
-            # keep it small rather than a second full-size KV cache.
-            llm = self._loader(s.model_copy(update={"n_ctx": LOADER_N_CTX}))
-        except Exception as exc:
-            self._fail(f"model failed to load: {exc}")
-            return
-        try:
-            prompter = ChatPrompter(llm, s.chat_format)
-        except Exception as exc:  # a bad LM_API_CHAT_FORMAT or a broken GGUF template
-            self._fail(f"chat format not usable: {exc}")
-            return
-        try:
-            ctx, batch = self._make_context(llm)
+            self._ctx, self._batch = self._make_context(llm)
         except Exception as exc:  # e.g. not enough memory for n_ctx * parallel cells
             self._fail(f"could not create a context for {self._parallel} sequences: {exc}")
-            return
-        with self._lock:
-            self._llm, self._prompter, self._ctx, self._batch = llm, prompter, ctx, batch
-            self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
-            self._state, self._detail = "ready", "ready"
-        log.info(
-            "lm_api: model %s ready (batched engine: %d sequences of n_ctx=%d, chat format: %s)",
-            s.model_path,
-            self._parallel,
-            s.n_ctx,
-            prompter.source,
-        )
-        try:
-            self._serve()
-        finally:
-            for slot in self._slots:
-                self._free_sampler(slot)
-            batch.close()
-            ctx.close()
+            return False
+        return True
 
     def _make_context(self, llm: llama_cpp.Llama) -> tuple[internals.LlamaContext, Any]:
         """A second context on the loaded weights, with room for every sequence.
@@ -187,99 +158,29 @@ class BatchedEngine:
         batch = internals.LlamaBatch(n_tokens=self._n_batch, embd=0, n_seq_max=1, verbose=False)
         return ctx, batch
 
-    def _fail(self, detail: str) -> None:
-        with self._lock:
-            self._state, self._detail = "failed", detail
-        log.error("lm_api: %s", detail)
-
-    def status(self) -> EngineStatus:
-        with self._lock:
-            return EngineStatus(
-                state=self._state,
-                detail=self._detail,
-                model=self._settings.served_model_name,
-                n_ctx=self._settings.n_ctx,
-                queue_depth=self._waiting,
-                running=self._running,
-            )
-
-    # requests
-
-    def prepare(
-        self,
-        messages: list[dict[str, Any]],
-        *,
-        max_tokens: int | None,
-        temperature: float,
-        top_p: float,
-        stop: list[str],
-        seed: int | None,
-        frequency_penalty: float = 0.0,
-        presence_penalty: float = 0.0,
-    ) -> GenerationRequest:
-        """Format and tokenize (raises NotReady, ValueError, ContextLengthExceeded)."""
-        with self._lock:
-            if self._state != "ready" or self._prompter is None:
-                raise NotReady(self._detail)
-            prompter = self._prompter
-        n_ctx = self._settings.n_ctx  # per sequence
-        prompt = prompter.build(messages)
-        room = n_ctx - len(prompt.tokens)
-        if room < 1:
-            raise ContextLengthExceeded(len(prompt.tokens), n_ctx)
-        wanted = max_tokens if max_tokens is not None else self._settings.max_tokens
-        return GenerationRequest(
-            prompt=prompt,
-            max_tokens=min(wanted, room),
-            temperature=temperature,
-            top_p=top_p,
-            stop=(*stop, *prompt.stop),
-            seed=seed,
-            frequency_penalty=frequency_penalty,
-            presence_penalty=presence_penalty,
-        )
-
-    def submit(self, request: GenerationRequest) -> Generation:
-        """Accept a request into the line (raises NotReady, QueueFull)."""
-        gen = Generation(request, asyncio.get_running_loop())
-        with self._lock:
-            if self._state != "ready":
-                raise NotReady(self._detail)
-            free = self._parallel - self._running
-            # Requests that a free slot takes at once do not count against the line.
-            if self._waiting >= free and self._waiting - free >= self._settings.max_queue:
-                raise QueueFull(f"{self._waiting} requests are waiting already")
-            self._waiting += 1
-            self._metrics.queue_depth.set(self._waiting)
-            gen._on_cancel = self._cancelled
-            self._line.append(gen)
-            self._wake.notify()
-        return gen
-
-    def _cancelled(self, gen: Generation) -> None:
-        # A cancelled waiting request leaves the line at once (the worker skips it later).
-        with self._lock:
-            if not gen.left_line:
-                gen.left_line = True
-                self._waiting -= 1
-                self._metrics.queue_depth.set(self._waiting)
-                self._metrics.generations.labels("cancelled").inc()
-
     # the worker
 
     def _serve(self) -> None:
-        while True:
-            admitted = self._admit()
-            if admitted is None:
-                return
-            for slot in admitted:
-                self._start(slot)
-            for slot in self._active():
-                if slot.gen is not None and slot.gen.cancelled.is_set():
-                    self._end(slot, "cancelled")
-            active = self._active()
-            if active:
-                self._step(active)
+        assert self._ctx is not None and self._batch is not None
+        ctx, batch = self._ctx, self._batch
+        try:
+            while True:
+                admitted = self._admit()
+                if admitted is None:
+                    return
+                for slot in admitted:
+                    self._start(slot)
+                for slot in self._active():
+                    if slot.gen is not None and slot.gen.cancelled.is_set():
+                        self._end(slot, "cancelled")
+                active = self._active()
+                if active:
+                    self._step(active)
+        finally:
+            for slot in self._slots:
+                self._free_sampler(slot)
+            batch.close()
+            ctx.close()
 
     def _active(self) -> list[Slot]:
         return [s for s in self._slots if s.gen is not None]

@@ -3,11 +3,13 @@
 `Engine` is the interface the HTTP layer uses; `FifoEngine` is its first implementation:
 one llama.cpp context, one worker thread running generations one at a time in arrival
 order, a bounded waiting line. A batched engine (several sequences decoding together, as
-llama-server's slots do) can replace it without touching the HTTP layer.
+llama-server's slots do) can replace it without touching the HTTP layer. `EngineBase`
+holds what every engine shares: background loading, status, prepare, submit, cancel.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import codecs
 import contextlib
@@ -186,11 +188,19 @@ def load_llama(settings: Settings) -> llama_cpp.Llama:
     )
 
 
-# --- the FIFO engine ------------------------------------------------------------------
+# --- what both engines share ----------------------------------------------------------
 
 
-class FifoEngine:
-    """One llama.cpp context, generations one at a time, in arrival order."""
+class EngineBase(abc.ABC):
+    """Loading, status, prepare, submit and cancellation, the same for every engine.
+
+    A subclass says how long each sequence's context is (`_n_ctx`), how many generations
+    run (`_n_running`), when the waiting line is full (`_line_full`), how a request joins
+    it (`_enqueue`), how to stop (`_stop_serving`) and how to serve (`_serve`); and, if
+    it needs to, how the model is loaded (`_load`) and what else serving needs (`_open`).
+    """
+
+    thread_name = "lm_api-engine"
 
     def __init__(self, settings: Settings, metrics: Metrics, loader: Loader = load_llama) -> None:
         self._settings = settings
@@ -201,42 +211,64 @@ class FifoEngine:
         self._llm: llama_cpp.Llama | None = None
         self._prompter: ChatPrompter | None = None
         self._vocab: Any = None
-        self._jobs: queue.SimpleQueue[Generation | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._waiting = 0  # accepted, not started, not cancelled
-        self._running: Generation | None = None
-        self._closed = threading.Event()
         self._thread: threading.Thread | None = None
+
+    # hooks
+
+    @abc.abstractmethod
+    def _n_ctx(self) -> int:
+        """The context of one sequence (called under the lock)."""
+
+    @abc.abstractmethod
+    def _n_running(self) -> int:
+        """How many generations run now (called under the lock)."""
+
+    @abc.abstractmethod
+    def _line_full(self) -> bool:
+        """Whether a new request must be refused with QueueFull (called under the lock)."""
+
+    @abc.abstractmethod
+    def _enqueue(self, gen: Generation) -> None:
+        """Put an accepted request in the waiting line (called under the lock)."""
+
+    @abc.abstractmethod
+    def _stop_serving(self) -> None:
+        """Cancel what runs and what waits, and tell the worker to return."""
+
+    @abc.abstractmethod
+    def _serve(self) -> None:
+        """The worker loop, once the model is ready; returns after `_stop_serving`."""
+
+    @abc.abstractmethod
+    def _layout(self, llm: llama_cpp.Llama) -> str:
+        """How the context is laid out, for the ready log line."""
+
+    def _load(self, settings: Settings) -> llama_cpp.Llama:
+        return self._loader(settings)
+
+    def _open(self, llm: llama_cpp.Llama) -> bool:
+        """Make what serving needs besides the model; False (after `_fail`) if that fails."""
+        return True
 
     # lifecycle
 
     def start(self) -> None:
         """Load the model and serve, in a background thread: the server answers meanwhile."""
-        self._thread = threading.Thread(target=self._main, name="lm_api-engine", daemon=True)
+        self._thread = threading.Thread(target=self._main, name=self.thread_name, daemon=True)
         self._thread.start()
 
     def close(self) -> None:
         """Cancel what runs and what waits (their callers get a Cancelled), stop the worker."""
-        self._closed.set()
-        with self._lock:
-            running = self._running
-        if running is not None:
-            running.cancel()
-        while True:
-            try:
-                waiting = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if waiting is not None:
-                waiting.cancel()
-        self._jobs.put(None)
+        self._stop_serving()
         if self._thread is not None and self._state == "ready":
             self._thread.join(timeout=30)
 
     def _main(self) -> None:
         s = self._settings
         try:
-            llm = self._loader(s)
+            llm = self._load(s)
         except Exception as exc:
             self._fail(f"model failed to load: {exc}")
             return
@@ -245,14 +277,16 @@ class FifoEngine:
         except Exception as exc:  # a bad LM_API_CHAT_FORMAT or a broken GGUF template
             self._fail(f"chat format not usable: {exc}")
             return
+        if not self._open(llm):
+            return
         with self._lock:
             self._llm, self._prompter = llm, prompter
             self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
             self._state, self._detail = "ready", "ready"
         log.info(
-            "lm_api: model %s ready (n_ctx=%d, chat format: %s)",
+            "lm_api: model %s ready (%s, chat format: %s)",
             s.model_path,
-            llm.n_ctx(),
+            self._layout(llm),
             prompter.source,
         )
         self._serve()
@@ -264,14 +298,13 @@ class FifoEngine:
 
     def status(self) -> EngineStatus:
         with self._lock:
-            n_ctx = self._llm.n_ctx() if self._llm is not None else self._settings.n_ctx
             return EngineStatus(
                 state=self._state,
                 detail=self._detail,
                 model=self._settings.served_model_name,
-                n_ctx=n_ctx,
+                n_ctx=self._n_ctx(),
                 queue_depth=self._waiting,
-                running=int(self._running is not None),
+                running=self._n_running(),
             )
 
     # requests
@@ -292,7 +325,7 @@ class FifoEngine:
         with self._lock:
             if self._state != "ready" or self._prompter is None or self._llm is None:
                 raise NotReady(self._detail)
-            prompter, n_ctx = self._prompter, self._llm.n_ctx()
+            prompter, n_ctx = self._prompter, self._n_ctx()
         prompt = prompter.build(messages)
         room = n_ctx - len(prompt.tokens)
         if room < 1:
@@ -315,13 +348,12 @@ class FifoEngine:
         with self._lock:
             if self._state != "ready":
                 raise NotReady(self._detail)
-            busy = self._running is not None or self._waiting > 0
-            if busy and self._waiting >= self._settings.max_queue:
+            if self._line_full():
                 raise QueueFull(f"{self._waiting} requests are waiting already")
             self._waiting += 1
             self._metrics.queue_depth.set(self._waiting)
             gen._on_cancel = self._cancelled
-        self._jobs.put(gen)
+            self._enqueue(gen)
         return gen
 
     def _cancelled(self, gen: Generation) -> None:
@@ -332,6 +364,50 @@ class FifoEngine:
                 self._waiting -= 1
                 self._metrics.queue_depth.set(self._waiting)
                 self._metrics.generations.labels("cancelled").inc()
+
+
+# --- the FIFO engine ------------------------------------------------------------------
+
+
+class FifoEngine(EngineBase):
+    """One llama.cpp context, generations one at a time, in arrival order."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, loader: Loader = load_llama) -> None:
+        super().__init__(settings, metrics, loader)
+        self._jobs: queue.SimpleQueue[Generation | None] = queue.SimpleQueue()
+        self._running: Generation | None = None
+        self._closed = threading.Event()
+
+    def _n_ctx(self) -> int:
+        return self._llm.n_ctx() if self._llm is not None else self._settings.n_ctx
+
+    def _n_running(self) -> int:
+        return int(self._running is not None)
+
+    def _line_full(self) -> bool:
+        busy = self._running is not None or self._waiting > 0
+        return busy and self._waiting >= self._settings.max_queue
+
+    def _enqueue(self, gen: Generation) -> None:
+        self._jobs.put(gen)
+
+    def _layout(self, llm: llama_cpp.Llama) -> str:
+        return f"n_ctx={llm.n_ctx()}"
+
+    def _stop_serving(self) -> None:
+        self._closed.set()
+        with self._lock:
+            running = self._running
+        if running is not None:
+            running.cancel()
+        while True:
+            try:
+                waiting = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if waiting is not None:
+                waiting.cancel()
+        self._jobs.put(None)
 
     # the worker
 
