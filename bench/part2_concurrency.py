@@ -146,9 +146,17 @@ def run(ctx: Context) -> PartResult:
         "Aggregate tok/s = all tokens of a round / (last token - first Send). 'While "
         "streaming' is each chat's own decode rate once its answer started; 'from Send' "
         "includes the time it waited in the queue, what the person feels.",
-        "Both servers run one llama.cpp context that decodes one sequence at a time, so "
-        "concurrent chats queue: aggregate stays at the single-stream rate and TTFT grows "
-        "with the queue position (p95 ≈ the answers ahead x one answer's time).",
+        (
+            "lm_api's batched engine decodes up to LM_API_PARALLEL (4) chats together in one "
+            "llama.cpp context, one pass over the weights serving every chat, so aggregate "
+            "grows with chats up to 4; beyond that, chats wait for a free slot. The peer "
+            "decodes one sequence at a time: its aggregate stays at the single-stream rate "
+            "and TTFT grows with the queue position (p95 ≈ the answers ahead x one answer)."
+            if ctx.config.engine == "batched"
+            else "Both servers run one llama.cpp context that decodes one sequence at a time, "
+            "so concurrent chats queue: aggregate stays at the single-stream rate and TTFT "
+            "grows with the queue position (p95 ≈ the answers ahead x one answer's time)."
+        ),
         "The peer runs with --interrupt_requests False so that it completes every request "
         "instead of aborting the running one.",
     ]

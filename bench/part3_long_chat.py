@@ -3,6 +3,8 @@ deepest turn costs lm_api with and without the KV cache of the chat's prefix."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 
 from bench.chat_client import Person
@@ -30,15 +32,19 @@ def _history(stack: Stack, chat_id: str) -> list[dict[str, str]]:
 
 
 def _reference(ctx: Context, chat_id: str) -> tuple[float, float]:
-    """TTFT (ms) of the last turn's exact prompt sent to lm_api: after an unrelated request
-    (nothing of it cached) and then again at once (all of it cached but the last token)."""
+    """TTFT (ms) of the last turn's prompt sent to lm_api: with nothing of it cached, and
+    then exactly, twice, the second time all of it cached but the last token."""
     stack = ctx.stack
     history = _history(stack, chat_id)
     with httpx.Client(timeout=httpx.Timeout(900.0, connect=10.0)) as client:
         base, headers = stack.lm_base, stack.lm_headers
         model = openai_model_id(client, base, headers)
-        stream_openai(client, base, model, ctx.config.prompt("evict"), 2, headers=headers)
-        cold = stream_openai(client, base, model, history, 2, headers=headers)
+        # A system turn of its own first: no slot holds a prefix of this prompt (the
+        # batched engine keeps one cache per slot, so an unrelated request in between
+        # would not evict the chat's), and it costs only a few tokens more.
+        fresh = [{"role": "system", "content": f"nothing cached {time.time_ns()}"}, *history]
+        cold = stream_openai(client, base, model, fresh, 2, headers=headers)
+        warm = stream_openai(client, base, model, history, 2, headers=headers)
         warm = stream_openai(client, base, model, history, 2, headers=headers)
     return cold.ttft_ms, warm.ttft_ms
 
@@ -116,16 +122,25 @@ def run(ctx: Context) -> PartResult:
             f"Through Parlor the deep turn costs {num(last / cold_median * 100, 0)} % of that "
             "full re-read (plus chat_ui and db_api work)."
         ),
-        "What Parlor does: lm_api runs one llama.cpp context and calls llama-cpp-python with "
-        "reset=True, which keeps the KV cache of the longest common token prefix with the "
-        "previous request, so a chat that continues re-reads only what changed: the new "
-        "question, plus the last answer from the first token where its re-tokenized text "
-        "differs from the tokens sampled. The cache holds one sequence: another chat's "
-        "request in between evicts it, and that chat's next turn re-reads its whole history "
-        "(the 'nothing cached' row). chat_ui sends the full history each turn; once it no "
-        "longer fits the context minus the answer length, chat_ui drops the oldest turns at "
-        "stable points (multiples of a quarter of the budget, counted from the chat's "
-        "start), so the prompt's start, and lm_api's cache, only move about once every "
-        "quarter-context of conversation instead of at every turn.",
+        (
+            "What Parlor does: lm_api's batched engine keeps, in each of its LM_API_PARALLEL "
+            "(4) slots, the KV cache of the last prompt and answer it served, and gives a new "
+            "request the free slot sharing the longest token prefix with it, so a chat that "
+            "continues re-reads only what changed (the new question, and the last answer "
+            "from the first token where its re-tokenized text differs from the tokens "
+            "sampled), and up to 4 chats keep their caches while people alternate. "
+            if ctx.config.engine == "batched"
+            else "What Parlor does: lm_api's fifo engine runs one llama.cpp context and calls "
+            "llama-cpp-python with reset=True, which keeps the KV cache of the longest "
+            "common token prefix with the previous request, so a chat that continues "
+            "re-reads only what changed; the cache holds one sequence: another chat's request "
+            "in between evicts it, and that chat's next turn re-reads its whole history "
+            "(the 'nothing cached' row). "
+        )
+        + "chat_ui sends the full history each turn; once it no longer fits the context "
+        "minus the answer length, chat_ui drops the oldest turns at stable points "
+        "(multiples of a quarter of the budget, counted from the chat's start), so the "
+        "prompt's start, and lm_api's cache, only move about once every quarter-context of "
+        "conversation instead of at every turn.",
     ]
     return result
