@@ -114,8 +114,10 @@ def _run_line(run: dict[str, Any]) -> str:
         f"_Measured {m.get('date')} on {m.get('cpu')} ({m.get('physical_cores')} physical cores, "
         f"{m.get('logical_cpus')} CPUs, {m.get('ram_gb')} GB RAM, {m.get('os')}); "
         f"llama-cpp-python {m.get('llama_cpp_python')}, nginx {m.get('nginx')}, "
-        f"commit {m.get('commit')}. Model: {run.get('model_desc')}; threads: "
-        f"{run.get('threads')}; runs: {run.get('runs')}; answer length: "
+        f"commit {m.get('commit')}. Model: {run.get('model_desc')}; lm_api engine: "
+        # Runs from before the engine option knew only the fifo engine.
+        f"{run.get('engine', 'fifo')}; threads: {run.get('threads')}; runs: {run.get('runs')}; "
+        f"answer length: "
         f"{run.get('max_tokens')} tokens; 1-minute load average when the part started: "
         f"{run.get('load_average_at_start')} on {m.get('logical_cpus')} CPUs; took "
         f"{run.get('seconds')} s{'; QUICK (smoke) form' if run.get('quick') else ''}._"
