@@ -33,18 +33,13 @@ def load_llama(model: Path, *, threads: int, n_ctx: int) -> Iterator[Any]:
 
 def stream_inprocess(llm: Any, messages: list[dict[str, str]], max_tokens: int) -> StreamTiming:
     timing = StreamTiming(t_request=time.perf_counter())
-    chunks = 0
     finish: str | None = None
     for chunk in llm.create_chat_completion(
         messages=messages, max_tokens=max_tokens, stream=True, **SAMPLING
     ):
         choice = chunk["choices"][0]
         if choice["delta"].get("content"):
-            now = time.perf_counter()
-            if chunks == 0:
-                timing.t_first = now
-            timing.t_last = now
-            chunks += 1
+            timing.content_arrived()
         finish = choice.get("finish_reason") or finish
-    timing.tokens = answer_tokens(finish, max_tokens, chunks)
+    timing.tokens = answer_tokens(finish, max_tokens, timing.chunks)
     return timing

@@ -29,6 +29,16 @@ class StreamTiming:
     t_last: float = math.nan
     tokens: int = 0
     error: str | None = None
+    # Content chunks seen so far (see answer_tokens for how they become `tokens`).
+    chunks: int = 0
+
+    def content_arrived(self) -> None:
+        """Record one content chunk: the first one's time is TTFT, the last one's the end."""
+        now = time.perf_counter()
+        if self.chunks == 0:
+            self.t_first = now
+        self.t_last = now
+        self.chunks += 1
 
     @property
     def ok(self) -> bool:
@@ -76,7 +86,6 @@ def stream_openai(
     body = {"model": model, "messages": messages, "max_tokens": max_tokens, "stream": True}
     body.update(SAMPLING)
     timing = StreamTiming(t_request=time.perf_counter())
-    chunks = 0
     finish: str | None = None
     try:
         with connect_sse(
@@ -95,16 +104,12 @@ def stream_openai(
                     return timing
                 for choice in data.get("choices", []):
                     if choice.get("delta", {}).get("content"):
-                        now = time.perf_counter()
-                        if chunks == 0:
-                            timing.t_first = now
-                        timing.t_last = now
-                        chunks += 1
+                        timing.content_arrived()
                     finish = choice.get("finish_reason") or finish
     except (httpx.HTTPError, ValueError) as exc:
         timing.error = f"{type(exc).__name__}: {exc}"[:200]
         return timing
-    timing.tokens = answer_tokens(finish, max_tokens, chunks)
+    timing.tokens = answer_tokens(finish, max_tokens, timing.chunks)
     return timing
 
 
