@@ -12,9 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from parlor.nginx import TEMPLATE, NginxConfig, render_template, write_config
+from parlor.nginx import NginxConfig, render_template, run_nginx, write_config
+from parlor.paths import NGINX_TEMPLATE
+from parlor.supervisor import Service, run_service
 from tests.stack.nginx_process import require_nginx
-from tests.support import Service, run_nginx, run_service
 
 VARIABLES = {
     "PARLOR_LISTEN": "8080",
@@ -25,7 +26,7 @@ VARIABLES = {
 
 
 def test_render_replaces_only_defined_variables() -> None:
-    text = TEMPLATE.read_text()
+    text = NGINX_TEMPLATE.read_text()
     names = set(re.findall(r"\$\{(\w+)\}", text))
     assert names == set(VARIABLES), "the template's variables changed: update compose.yml"
     rendered = render_template(text, VARIABLES)
