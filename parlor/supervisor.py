@@ -10,7 +10,8 @@
 - `wait_healthy` (poll a URL until 200, with a deadline), `stop_process` (SIGTERM, wait,
   SIGKILL).
 - `run_service`: a service for the length of a `with` block (tests, benchmarks).
-- `Supervisor`: a set of services started in order, watched, and stopped (`parlor up`).
+- `Supervisor`: keeps services running like compose's `restart: unless-stopped`: one that
+  dies is started again with backoff while the others keep serving (`parlor up`).
 
 Readiness is always a health poll with a deadline; nothing here sleeps to wait for a server.
 Start services from a thread that outlives them (the main thread): on Linux a child gets
@@ -344,24 +345,62 @@ def run_service(
         yield service
 
 
-# ---- a set of services --------------------------------------------------------------------
+# ---- keeping services running --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delays before restarting a service that died: `first`, doubling up to `most`; back
+    to `first` once it has stayed healthy for `reset_after_s`."""
+
+    first_s: float = 0.5
+    most_s: float = 30.0
+    reset_after_s: float = 60.0
+
+    def delay(self, failures: int) -> float:
+        return float(min(self.most_s, self.first_s * 2 ** max(0, failures - 1)))
+
+
+@dataclass
+class _Watched:
+    service: Service
+    state: str = "healthy"  # "healthy", "starting" (restarted, not healthy yet), "waiting"
+    failures: int = 0  # deaths since it last stayed healthy for Backoff.reset_after_s
+    restarts: int = 0
+    healthy_since: float = 0.0
+    next_try: float = 0.0
+    deadline: float = 0.0
 
 
 class Supervisor:
-    """Services started in order and waited for, then watched until `stopping` is set;
-    `stop_all` stops every service, the last started first."""
+    """Services started in order and waited for, then kept running: one that exits (or does
+    not become healthy again in time) is restarted after a backoff, and the supervisor says
+    why; the others keep serving. Only `stopping` (Ctrl-C) ends `watch`; `stop_all` then
+    stops every service, the last started first."""
 
-    def __init__(self, *, say: Callable[[str], None], stopping: threading.Event) -> None:
+    def __init__(
+        self,
+        *,
+        say: Callable[[str], None],
+        stopping: threading.Event,
+        backoff: Backoff = Backoff(),
+    ) -> None:
         self.say = say
         self.stopping = stopping
-        self.services: list[Service] = []
+        self.backoff = backoff
+        self._watched: list[_Watched] = []
+        self._http = httpx.Client(timeout=1.0, trust_env=False)
+
+    @property
+    def services(self) -> list[Service]:
+        return [w.service for w in self._watched]
 
     def start(self, spec: ServiceSpec) -> Service:
         """Start a service (output on the console); `wait_healthy` waits for it."""
         service = Service(spec)
         service.start()
         self.say(f"started {spec.name} (pid {service.pid})")
-        self.services.append(service)
+        self._watched.append(_Watched(service, healthy_since=time.monotonic()))
         return service
 
     def wait_healthy(self, service: Service) -> None:
@@ -389,18 +428,68 @@ class Supervisor:
                 continue
             except ServiceExited:
                 continue  # reported with the others' at the top of the loop
+            for w in self._watched:
+                if w.service is service:
+                    w.healthy_since = time.monotonic()
             return
 
     def watch(self, tick_s: float = 0.2) -> None:
-        """Return when `stopping` is set; raise ServiceExited when a service exits."""
+        """Keep every service running until `stopping` is set."""
         while not self.stopping.is_set():
-            for service in self.services:
-                if not service.alive():
-                    why = describe_exit(service.returncode or 0)
-                    raise ServiceExited(f"{service.name} exited ({why})")
+            now = time.monotonic()
+            for w in self._watched:
+                self._check(w, now)
             self.stopping.wait(tick_s)  # watch interval; Ctrl-C wakes it at once
+
+    def _check(self, w: _Watched, now: float) -> None:
+        service = w.service
+        if w.state == "waiting":
+            if now >= w.next_try:
+                self._restart(w, now)
+            return
+        if not service.alive():
+            code = service.returncode
+            ran = now - service.started_at
+            service.stop()  # reap it, and whatever it left in its process group
+            why = describe_exit(code if code is not None else 0)
+            self._schedule(w, now, f"{service.name} {why} after {ran:.0f}s")
+            return
+        if w.state == "starting":
+            if self._answers(service):
+                w.state, w.healthy_since = "healthy", now
+                self.say(f"{service.name} is healthy again (restart {w.restarts})")
+            elif now >= w.deadline:
+                service.stop()
+                late = f"{service.name} not healthy {service.spec.deadline_s:.0f}s after a restart"
+                self._schedule(w, now, late)
+        elif w.failures and now - w.healthy_since >= self.backoff.reset_after_s:
+            w.failures = 0
+
+    def _schedule(self, w: _Watched, now: float, why: str) -> None:
+        w.failures += 1
+        delay = self.backoff.delay(w.failures)
+        w.state, w.next_try = "waiting", now + delay
+        self.say(f"{why}: restarting it in {delay:.1f}s")
+
+    def _restart(self, w: _Watched, now: float) -> None:
+        spec = w.service.spec
+        if spec.port is not None and not port_is_free(spec.port):
+            self._schedule(w, now, f"port {spec.port} of {spec.name} is taken by another program")
+            return
+        w.restarts += 1
+        w.service = Service(spec)
+        w.service.start()
+        w.state, w.deadline = "starting", now + spec.deadline_s
+        self.say(f"started {spec.name} (pid {w.service.pid}), restart {w.restarts}")
+
+    def _answers(self, service: Service) -> bool:
+        try:
+            return self._http.get(service.spec.health_url).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def stop_all(self, grace_s: float = 10.0) -> None:
         """Stop every service, the last started first."""
-        for service in reversed(self.services):
-            service.stop(grace_s)
+        for w in reversed(self._watched):
+            w.service.stop(grace_s)
+        self._http.close()

@@ -3,9 +3,9 @@
 db_api (SQLite under the data directory), lm_api and chat_ui run as uvicorn child
 processes on free loopback ports (wired as parlor.stack describes), with nginx in front
 when it is installed (rendered from the same template as compose). Each child's output is
-shown line by line under its name. Ctrl-C or SIGTERM stops them all (the last started
-first: terminate, wait, kill); so does any child dying, and then the exit status is
-non-zero.
+shown line by line under its name. parlor.supervisor keeps them running: one that dies is
+restarted with backoff while the others keep serving, as compose's `restart:` does. Only
+Ctrl-C or SIGTERM stops them all (the last started first: terminate, wait, kill).
 """
 
 from __future__ import annotations
@@ -203,11 +203,7 @@ def _run(options: UpOptions) -> int:
             say("nginx is not installed: serving chat_ui directly (static files included)")
 
         say(f"Parlor is ready: {url}  (Ctrl-C to stop)")
-        try:
-            supervisor.watch()
-        except ServiceExited as exc:
-            say(f"{exc}: stopping everything")
-            return 1
+        supervisor.watch()
         say("stopping")
         return 0
     except (ServiceExited, NotHealthy) as exc:
