@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from parlor.stack import Stack, run_stack
 from tests.stack.nginx_process import require_nginx
-from tests.support import Stack, fresh_postgres_database, postgres_server_url, run_stack
+from tests.support import fresh_postgres_database, postgres_server_url
 
 QUICK_TOKENS = 32
 SLOW_TOKENS = 200
@@ -34,7 +35,7 @@ def stack_on(work: Path, database_url: str, model: Path, max_tokens: int) -> Ite
 @pytest.fixture(scope="session")
 def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The `small` synthetic model: slow enough on a CPU to watch an answer grow."""
-    from lm_api.synthetic import write_gguf
+    from parlor.synth import write_gguf
 
     return write_gguf(tmp_path_factory.mktemp("models") / "small.gguf", preset="small")
 

@@ -33,7 +33,8 @@ def compose() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def services(compose: dict[str, Any]) -> dict[str, Any]:
-    return compose["services"]
+    services: dict[str, Any] = compose["services"]
+    return services
 
 
 @pytest.mark.parametrize("path", [COMPOSE, GPU], ids=["compose.yml", "compose.gpu.yml"])

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(params=["quick_stack", "postgres_stack"], ids=["sqlite", "postgres"])
 def stack(request: pytest.FixtureRequest) -> Stack:
-    return request.getfixturevalue(request.param)
+    stack: Stack = request.getfixturevalue(request.param)
+    return stack
 
 
 @pytest.fixture
