@@ -50,7 +50,8 @@ class Settings(BaseSettings):
     # Empty: the GGUF's own template, or ChatML when the GGUF has none. "chatml" forces
     # ChatML; any other value is taken as a Jinja2 chat template.
     chat_format: str | None = None
-    # Requests waiting behind the running one; one more answers 503 + Retry-After.
+    # Requests that may wait for a free slot (fifo: behind the running answer); one more
+    # answers 503 + Retry-After.
     max_queue: int = Field(default=16, ge=0)
     # Answer length when a request gives no max_tokens.
     max_tokens: int = Field(default=512, ge=1)
@@ -71,3 +72,15 @@ class Settings(BaseSettings):
     def threads(self) -> int:
         usable = len(os.sched_getaffinity(0))
         return min(self.n_threads or physical_cores(), usable)
+
+
+def describe(settings: Settings) -> str:
+    """The effective settings, for the start-up log line."""
+    return (
+        f"model={settings.model_path} name={settings.served_model_name} "
+        f"engine={settings.engine} parallel={settings.parallel} "
+        f"n_ctx={settings.n_ctx} n_threads={settings.threads} n_batch={settings.n_batch} "
+        f"n_gpu_layers={settings.n_gpu_layers} chat_format={settings.chat_format or 'auto'} "
+        f"max_queue={settings.max_queue} max_tokens={settings.max_tokens} "
+        f"token={'set' if settings.internal_token else 'none'}"
+    )

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from lm_api.config import Settings
-from lm_api.engine import load_llama
+from lm_api.engines.base import load_llama
 from tests.lm_api.conftest import poll_until, serve, toy_settings
 from tests.support import wait_healthy
 
