@@ -7,10 +7,11 @@ from pathlib import Path
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.lm_api.conftest import serve, toy_settings
 
-MESSAGES = [
+MESSAGES: list[ChatCompletionMessageParam] = [
     {"role": "system", "content": "You are terse."},
     {"role": "user", "content": "Tell me about the river and the stone."},
 ]
@@ -34,7 +35,7 @@ def test_non_stream_answer_has_openai_shape_and_exact_length(toy_url: str) -> No
     resp = client(toy_url).chat.completions.create(
         model="toy",
         messages=MESSAGES,
-        max_tokens=16,  # type: ignore[arg-type]
+        max_tokens=16,
     )
     assert resp.id.startswith("chatcmpl-")
     assert resp.object == "chat.completion"
@@ -53,7 +54,7 @@ def test_non_stream_answer_has_openai_shape_and_exact_length(toy_url: str) -> No
 def test_stream_has_role_first_content_then_finish_and_usage(toy_url: str) -> None:
     stream = client(toy_url).chat.completions.create(
         model="toy",
-        messages=MESSAGES,  # type: ignore[arg-type]
+        messages=MESSAGES,
         max_tokens=12,
         stream=True,
         stream_options={"include_usage": True},
@@ -78,14 +79,14 @@ def test_stream_and_non_stream_give_the_same_text_for_the_same_seed(toy_url: str
         model="toy",
         messages=MESSAGES,
         max_tokens=20,
-        seed=7,  # type: ignore[arg-type]
+        seed=7,
     )
     stream = c.chat.completions.create(
         model="toy",
         messages=MESSAGES,
         max_tokens=20,
         seed=7,
-        stream=True,  # type: ignore[arg-type]
+        stream=True,
     )
     streamed = "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices)
     assert streamed == whole.choices[0].message.content
@@ -98,7 +99,7 @@ def test_a_stop_string_cuts_the_answer(toy_url: str) -> None:
             model="toy",
             messages=MESSAGES,
             max_tokens=30,
-            temperature=0,  # type: ignore[arg-type]
+            temperature=0,
         )
         .choices[0]
         .message.content
@@ -110,7 +111,7 @@ def test_a_stop_string_cuts_the_answer(toy_url: str) -> None:
         messages=MESSAGES,
         max_tokens=30,
         temperature=0,
-        stop=[stop],  # type: ignore[arg-type]
+        stop=[stop],
     )
     assert cut.choices[0].finish_reason == "stop"
     assert cut.choices[0].message.content == full[: full.index(stop)]
@@ -151,7 +152,7 @@ def test_a_model_without_chat_template_answers(toy_model_no_template: Path, engi
         resp = client(url).chat.completions.create(
             model="x",
             messages=MESSAGES,
-            max_tokens=25,  # type: ignore[arg-type]
+            max_tokens=25,
         )
         health = client(url).models.list()
     assert resp.choices[0].finish_reason == "length"
