@@ -85,13 +85,20 @@ class OpenAIError(Exception):
         )
 
 
-def not_ready(detail: str) -> OpenAIError:
+def unavailable(message: str, code: str, retry_after: int) -> OpenAIError:
+    """A 503 that tells the client when to come back."""
     return OpenAIError(
         503,
-        f"the model is not available: {detail}",
+        message,
         type="server_error",
-        code="model_not_loaded",
-        headers={"Retry-After": str(RETRY_AFTER_LOADING)},
+        code=code,
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def not_ready(detail: str) -> OpenAIError:
+    return unavailable(
+        f"the model is not available: {detail}", "model_not_loaded", RETRY_AFTER_LOADING
     )
 
 
@@ -228,12 +235,8 @@ async def chat_completions(
     except ContextLengthExceeded as exc:
         raise OpenAIError(400, str(exc), param="messages", code="context_length_exceeded") from exc
     except QueueFull as exc:
-        raise OpenAIError(
-            503,
-            f"the server is busy ({exc}); retry later",
-            type="server_error",
-            code="queue_full",
-            headers={"Retry-After": str(RETRY_AFTER_QUEUE_FULL)},
+        raise unavailable(
+            f"the server is busy ({exc}); retry later", "queue_full", RETRY_AFTER_QUEUE_FULL
         ) from exc
     except ValueError as exc:  # the chat template refused the messages
         raise OpenAIError(400, str(exc), param="messages") from exc

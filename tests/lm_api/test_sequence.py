@@ -14,6 +14,7 @@ import llama_cpp
 import pytest
 
 from lm_api.engines.base import (
+    Cancelled,
     Event,
     Failed,
     Finished,
@@ -116,50 +117,54 @@ def test_a_character_split_across_tokens_comes_out_whole(llm: llama_cpp.Llama) -
     assert "\ufffd" not in text_of(events)
 
 
+class Started:
+    """A sequence started on its own event loop, for tests that drive it token by token."""
+
+    def __init__(self, llm: llama_cpp.Llama) -> None:
+        self.metrics = Metrics()
+        self.loop = asyncio.new_event_loop()
+        self.gen = Generation(GenerationRequest(Prompt([1], ()), 10, 0, 1, (), None), self.loop)
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        self.seq = Sequence(self.gen, llm, vocab, self.metrics)
+
+    def events(self) -> list[Event]:
+        async def drain() -> list[Event]:
+            await asyncio.sleep(0)  # let the emitted events land
+            return [e async for e in self.gen.events()]
+
+        try:
+            return self.loop.run_until_complete(drain())
+        finally:
+            self.loop.close()
+
+
 def test_a_cancelled_sequence_ends_at_the_next_token_without_an_answer(
     llm: llama_cpp.Llama,
 ) -> None:
-    metrics = Metrics()
-    loop = asyncio.new_event_loop()
-    try:
-        request = GenerationRequest(Prompt([1], ()), 10, 0, 1, (), None)
-        gen = Generation(request, loop)
-        seq = Sequence(gen, llm, llama_cpp.llama_model_get_vocab(llm.model), metrics)
-        first, second = llm.tokenize(b"hello world", add_bos=False)[:2]
-        assert seq.take(first) is None
-        gen.cancel()
-        assert seq.take(second) == "cancelled"
-        seq.finish("cancelled")
-        loop.run_until_complete(asyncio.sleep(0))
-    finally:
-        loop.close()
-    assert seq.n == 1
-    assert sample(metrics, "lm_api_generations_total", finish_reason="cancelled") == 1
-    assert sample(metrics, "lm_api_completion_tokens_total") == 1
+    s = Started(llm)
+    first, second = llm.tokenize(b"hello world", add_bos=False)[:2]
+    assert s.seq.take(first) is None
+    s.gen.cancel()
+    assert s.seq.take(second) == "cancelled"
+    s.seq.finish("cancelled")
+    assert [e for e in s.events() if not isinstance(e, TextDelta)] == [Cancelled()]
+    assert s.seq.n == 1
+    assert sample(s.metrics, "lm_api_generations_total", finish_reason="cancelled") == 1
+    assert sample(s.metrics, "lm_api_completion_tokens_total") == 1
 
 
 def test_a_failed_sequence_sends_failed_and_counts_only_as_an_error(
     llm: llama_cpp.Llama,
 ) -> None:
-    metrics = Metrics()
-    loop = asyncio.new_event_loop()
-    try:
-        gen = Generation(GenerationRequest(Prompt([1], ()), 10, 0, 1, (), None), loop)
-        seq = Sequence(gen, llm, llama_cpp.llama_model_get_vocab(llm.model), metrics)
-        seq.take(llm.tokenize(b"hello", add_bos=False)[0])
-        seq.fail(RuntimeError("boom"))
-        seq.finish("length")  # ignored: it ended already
-
-        async def drain() -> list[Event]:
-            await asyncio.sleep(0)
-            return [e async for e in gen.events()]
-
-        events = loop.run_until_complete(drain())
-    finally:
-        loop.close()
+    s = Started(llm)
+    s.seq.take(llm.tokenize(b"hello", add_bos=False)[0])
+    s.seq.fail(RuntimeError("boom"))
+    s.seq.finish("length")  # ignored: it ended already
+    events = s.events()
     assert events[-1] == Failed("generation failed: boom")
     assert not any(isinstance(e, Finished) for e in events)
-    assert sample(metrics, "lm_api_generations_total", finish_reason="error") == 1
-    assert sample(metrics, "lm_api_generations_total", finish_reason="length") == 0
-    assert sample(metrics, "lm_api_completion_tokens_total") == 0
-    assert sample(metrics, "lm_api_generation_in_progress") == 0
+    m = s.metrics
+    assert sample(m, "lm_api_generations_total", finish_reason="error") == 1
+    assert sample(m, "lm_api_generations_total", finish_reason="length") == 0
+    assert sample(m, "lm_api_completion_tokens_total") == 0
+    assert sample(m, "lm_api_generation_in_progress") == 0
