@@ -45,6 +45,9 @@ from lm_api.schemas import (
     ModelCard,
     ModelList,
     ModelMeta,
+    PromptTokens,
+    TokenizeRequest,
+    TokenizeResponse,
     Usage,
 )
 
@@ -255,6 +258,22 @@ async def chat_completions(
     if answer is None:  # nobody is listening; send something valid anyway
         raise OpenAIError(CLIENT_CLOSED, "client closed the request", code="cancelled")
     return answer
+
+
+@api.post("/tokenize", response_model=None)
+async def tokenize(body: TokenizeRequest, engine: EngineDep) -> TokenizeResponse | PromptTokens:
+    """Count tokens with the model's own tokenizer (llama-server's /tokenize, and the
+    prompt of a chat as a completion would build it)."""
+    try:
+        if body.messages is not None:
+            prompt = engine.build_prompt([m.for_template() for m in body.messages])
+            return PromptTokens(tokens=prompt.tokens, count=len(prompt.tokens))
+        assert body.content is not None  # the schema wants one of the two
+        return TokenizeResponse(tokens=engine.tokenize(body.content, add_special=body.add_special))
+    except NotReady as exc:
+        raise not_ready(str(exc)) from exc
+    except ValueError as exc:  # the template refused the messages; text not UTF-8
+        raise OpenAIError(400, str(exc), param="messages" if body.messages else "content") from exc
 
 
 # --- answers --------------------------------------------------------------------------

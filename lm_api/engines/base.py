@@ -289,6 +289,25 @@ class Engine(abc.ABC):
 
     # requests
 
+    def _ready(self) -> tuple[llama_cpp.Llama, ChatPrompter, int]:
+        """The model, its prompter and one sequence's context (raises NotReady)."""
+        with self._lock:
+            if self._state != "ready" or self._prompter is None or self._llm is None:
+                raise NotReady(self._detail)
+            return self._llm, self._prompter, self._n_ctx()
+
+    def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
+        """The model's tokens for `text`, special tokens parsed (raises NotReady, ValueError).
+
+        `add_special` adds BOS when the model wants one, as llama-server's /tokenize does.
+        """
+        llm = self._ready()[0]
+        return list(llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=True))
+
+    def build_prompt(self, messages: list[dict[str, Any]]) -> Prompt:
+        """The prompt a completion of `messages` reads (raises NotReady, ValueError)."""
+        return self._ready()[1].build(messages)
+
     def prepare(
         self,
         messages: list[dict[str, Any]],
@@ -302,10 +321,7 @@ class Engine(abc.ABC):
         presence_penalty: float = 0.0,
     ) -> GenerationRequest:
         """Format and tokenize (raises NotReady, ValueError, ContextLengthExceeded)."""
-        with self._lock:
-            if self._state != "ready" or self._prompter is None or self._llm is None:
-                raise NotReady(self._detail)
-            prompter, n_ctx = self._prompter, self._n_ctx()
+        _, prompter, n_ctx = self._ready()
         prompt = prompter.build(messages)
         room = n_ctx - len(prompt.tokens)
         if room < 1:
