@@ -133,7 +133,13 @@ class ChatCompletion(BaseModel):
 
 
 class ModelMeta(BaseModel):
-    n_ctx: int
+    n_ctx: int  # the context lm_api gives each answer
+    n_ctx_train: int | None = None  # what the GGUF says it was trained with
+    size_bytes: int | None = None
+    quantization: str | None = None  # e.g. "Q4_K_M", "F16"
+    architecture: str | None = None
+    loaded: bool = False
+    state: Literal["unloaded", "loading", "ready", "failed"] = "unloaded"
 
 
 class ModelCard(BaseModel):

@@ -24,7 +24,7 @@ from lm_api.prompt import ChatPrompter, Prompt
 
 log = logging.getLogger("lm_api")
 
-State = Literal["loading", "ready", "failed"]
+State = Literal["loading", "ready", "failed", "unloaded"]
 
 
 # --- what callers get -----------------------------------------------------------------
@@ -194,6 +194,8 @@ class Engine(abc.ABC):
         self._lock = threading.Lock()
         self._waiting = 0  # accepted, not started, not cancelled
         self._thread: threading.Thread | None = None
+        # Called from the worker thread once the model is ready or has failed to load.
+        self.on_settled: Callable[[], None] = lambda: None
 
     # hooks
 
@@ -240,10 +242,16 @@ class Engine(abc.ABC):
         self._thread.start()
 
     def close(self) -> None:
-        """Cancel what runs and what waits (their callers get a Cancelled), stop the worker."""
+        """Cancel what runs and what waits (their callers get a Cancelled), stop the worker,
+        and give the model's memory back (once the worker has returned)."""
         self._stop_serving()
         if self._thread is not None and self._state == "ready":
             self._thread.join(timeout=30)
+
+    @property
+    def waiting(self) -> int:
+        """Requests accepted and not started (read without the lock: a gauge's value)."""
+        return self._waiting
 
     def _main(self) -> None:
         s = self._settings
@@ -255,9 +263,11 @@ class Engine(abc.ABC):
         try:
             prompter = ChatPrompter(llm, s.chat_format)
         except Exception as exc:  # a bad LM_API_CHAT_FORMAT or a broken GGUF template
+            llm.close()
             self._fail(f"chat format not usable: {exc}")
             return
         if not self._open(llm):
+            llm.close()
             return
         with self._lock:
             self._llm, self._prompter = llm, prompter
@@ -269,12 +279,21 @@ class Engine(abc.ABC):
             self._layout(llm),
             prompter.source,
         )
-        self._serve()
+        self.on_settled()
+        try:
+            self._serve()
+        finally:
+            with self._lock:
+                self._llm = self._prompter = self._vocab = None
+                self._state, self._detail = "unloaded", "unloaded"
+            llm.close()  # the weights and the loader's context go now, not at some GC
+            log.info("lm_api: model %s unloaded", s.model_path)
 
     def _fail(self, detail: str) -> None:
         with self._lock:
             self._state, self._detail = "failed", detail
         log.error("lm_api: %s", detail)
+        self.on_settled()
 
     def status(self) -> EngineStatus:
         with self._lock:
