@@ -131,11 +131,11 @@ class ModelRegistry:
             return default
         raise UnknownModel(name)
 
-    def state(self, name: str) -> ModelState:
-        entry = self._loaded.get(name)
+    def state(self, file: ModelFile) -> ModelState:
+        entry = self._loaded.get(file.name)
         if entry is not None:
             return "ready" if entry.engine.status().state == "ready" else "loading"
-        return "failed" if name in self._failures else "unloaded"
+        return "failed" if self._failed(file) else "unloaded"
 
     def queue_depth(self) -> int:
         return self._waiting + sum(e.engine.waiting for e in list(self._loaded.values()))

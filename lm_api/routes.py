@@ -234,7 +234,7 @@ async def models(registry: RegistryDep, settings: SettingsDep) -> ModelList:
     cards = []
     for file in registry.files():
         info = await asyncio.to_thread(read_info, file.path)
-        state = registry.state(file.name)
+        state = registry.state(file)
         meta = ModelMeta(
             n_ctx=settings.n_ctx,
             n_ctx_train=info.n_ctx_train,
