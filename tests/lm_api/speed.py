@@ -20,7 +20,7 @@ import httpx
 import llama_cpp
 
 from lm_api.config import Settings
-from lm_api.engine import load_llama
+from lm_api.engines.base import load_llama
 from lm_api.prompt import ChatPrompter
 from parlor.synth import write_gguf
 from tests.support import run_service
