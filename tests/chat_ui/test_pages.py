@@ -185,7 +185,7 @@ def test_static_files_are_served(browser: Browser) -> None:
     for name in [
         "htmx-2.0.11.min.js",
         "htmx-ext-sse-2.2.4.js",
-        "composer.js",
+        "parlor.js",
         "parlor.css",
         "pygments.css",
     ]:
