@@ -13,12 +13,25 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import httpx
+from httpx_sse import SSEError, aconnect_sse
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from chat_ui.contracts import (
+    Chat,
+    ChatPatch,
+    ChatSummary,
+    Message,
+    MessagePatch,
+    Role,
+    Status,
+)
 
 log = logging.getLogger("chat_ui.clients")
 
-JSON = dict[str, Any]
+_CHAT_LIST = TypeAdapter(list[ChatSummary])
 
 
 class DbUnavailable(Exception):
@@ -52,10 +65,12 @@ class DbApi:
     def __init__(self, client: httpx.AsyncClient) -> None:
         self._client = client
 
-    async def _call(self, method: str, path: str, owner: str | None, **kw: Any) -> httpx.Response:
+    async def _call(
+        self, method: str, path: str, owner: str | None, json: object = None, **kw: Any
+    ) -> httpx.Response:
         headers = {"X-Owner": owner} if owner else {}
         try:
-            resp = await self._client.request(method, path, headers=headers, **kw)
+            resp = await self._client.request(method, path, headers=headers, json=json, **kw)
         except httpx.HTTPError as exc:
             log.warning("db_api %s %s failed: %r", method, path, exc)
             raise DbUnavailable(str(exc) or type(exc).__name__) from exc
@@ -79,35 +94,35 @@ class DbApi:
             return False
         return resp.status_code == 200
 
-    async def list_chats(self, owner: str, limit: int = 100) -> list[JSON]:
+    async def list_chats(self, owner: str, limit: int = 100) -> list[ChatSummary]:
         resp = await self._call("GET", "/chats", owner, params={"limit": limit})
-        return list(resp.json())
+        return _CHAT_LIST.validate_json(resp.content)
 
-    async def create_chat(self, owner: str, **fields: Any) -> JSON:
-        resp = await self._call("POST", "/chats", owner, json=fields)
-        return dict(resp.json())
+    async def create_chat(self, owner: str) -> ChatSummary:
+        resp = await self._call("POST", "/chats", owner, json={})
+        return ChatSummary.model_validate_json(resp.content)
 
-    async def get_chat(self, owner: str, chat_id: str) -> JSON:
+    async def get_chat(self, owner: str, chat_id: UUID) -> Chat:
         resp = await self._call("GET", f"/chats/{chat_id}", owner)
-        return dict(resp.json())
+        return Chat.model_validate_json(resp.content)
 
-    async def update_chat(self, owner: str, chat_id: str, **fields: Any) -> JSON:
-        resp = await self._call("PATCH", f"/chats/{chat_id}", owner, json=fields)
-        return dict(resp.json())
+    async def update_chat(self, owner: str, chat_id: UUID, changes: ChatPatch) -> ChatSummary:
+        resp = await self._call("PATCH", f"/chats/{chat_id}", owner, json=changes.body())
+        return ChatSummary.model_validate_json(resp.content)
 
-    async def delete_chat(self, owner: str, chat_id: str) -> None:
+    async def delete_chat(self, owner: str, chat_id: UUID) -> None:
         await self._call("DELETE", f"/chats/{chat_id}", owner)
 
     async def add_message(
-        self, owner: str, chat_id: str, role: str, content: str, status: str = "complete"
-    ) -> JSON:
+        self, owner: str, chat_id: UUID, role: Role, content: str, status: Status = "complete"
+    ) -> Message:
         body = {"role": role, "content": content, "status": status}
         resp = await self._call("POST", f"/chats/{chat_id}/messages", owner, json=body)
-        return dict(resp.json())
+        return Message.model_validate_json(resp.content)
 
-    async def update_message(self, owner: str, message_id: str, **fields: Any) -> JSON:
-        resp = await self._call("PATCH", f"/messages/{message_id}", owner, json=fields)
-        return dict(resp.json())
+    async def update_message(self, owner: str, message_id: UUID, changes: MessagePatch) -> Message:
+        resp = await self._call("PATCH", f"/messages/{message_id}", owner, json=changes.body())
+        return Message.model_validate_json(resp.content)
 
 
 class LmError(Exception):
@@ -212,24 +227,25 @@ class LmApi:
             "stream_options": {"include_usage": True},
         }
         try:
-            async with self._client.stream("POST", "chat/completions", json=body) as resp:
-                if resp.status_code != 200:
-                    raise _lm_error(resp.status_code, await resp.aread())
-                async for line in resp.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
+            async with aconnect_sse(self._client, "POST", "chat/completions", json=body) as source:
+                if source.response.status_code != 200:
+                    raise _lm_error(source.response.status_code, await source.response.aread())
+                async for event in source.aiter_sse():
+                    if event.data == "[DONE]":
                         return
                     try:
-                        chunk = json.loads(data)
-                    except ValueError:
+                        chunk = _Chunk.model_validate_json(event.data)
+                    except ValidationError:
                         continue
-                    if "error" in chunk:
-                        err = chunk["error"]
+                    if chunk.error is not None:
+                        err = chunk.error
                         msg = err.get("message") if isinstance(err, dict) else str(err)
                         raise LmError(f"The model failed while answering: {msg}")
-                    yield _delta(chunk)
+                    yield chunk.delta()
+        except SSEError as exc:
+            raise LmError(
+                f"The model server answered something else than a stream ({exc})."
+            ) from exc
         except httpx.TimeoutException as exc:
             raise LmError("The model server did not answer in time.") from exc
         except httpx.HTTPError as exc:
@@ -238,14 +254,30 @@ class LmApi:
         raise LmError("The model server closed the stream before the answer was complete.")
 
 
-def _delta(chunk: JSON) -> Delta:
-    delta = Delta()
-    for choice in chunk.get("choices") or []:
-        text = (choice.get("delta") or {}).get("content")
-        if text:
-            delta.text += text
-    usage = chunk.get("usage")
-    if isinstance(usage, dict):
-        delta.prompt_tokens = usage.get("prompt_tokens")
-        delta.completion_tokens = usage.get("completion_tokens")
-    return delta
+class _ChunkDelta(BaseModel):
+    content: str | None = None
+
+
+class _Choice(BaseModel):
+    delta: _ChunkDelta | None = None
+
+
+class _Usage(BaseModel):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class _Chunk(BaseModel):
+    """One `data:` event of an OpenAI chat completion stream (or its error event)."""
+
+    choices: list[_Choice] = []
+    usage: _Usage | None = None
+    error: dict[str, object] | str | None = None
+
+    def delta(self) -> Delta:
+        text = "".join(c.delta.content for c in self.choices if c.delta and c.delta.content)
+        delta = Delta(text=text)
+        if self.usage is not None:
+            delta.prompt_tokens = self.usage.prompt_tokens
+            delta.completion_tokens = self.usage.completion_tokens
+        return delta

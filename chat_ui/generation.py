@@ -5,10 +5,9 @@ the text so far in memory, wakes every listener (each SSE connection follows wit
 asyncio.Event, so a slow tab never holds up another), writes the partial text to db_api at
 least every `flush_interval_s` and, at the end, the final status with usage and timings.
 
-A pending message with no task in this process (chat_ui restarted mid-answer) is marked
-`interrupted`, its partial text kept, the first time a page or a stream looks at it: nobody
-will ever finish it, and restarting it silently could answer twice. The person gets the
-Retry button instead. This assumes one chat_ui process owns the generations (run it with
+A running message with no generation in this process (chat_ui restarted mid-answer) is
+marked interrupted by `conversation.Conversation.reconcile` the first time a page or a
+stream looks at it. This assumes one chat_ui process owns the generations (run it with
 one worker; scale out with sticky routing).
 """
 
@@ -20,15 +19,15 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from uuid import UUID
 
-from chat_ui.clients import JSON, DbApi, DbUnavailable, LmApi, LmError, NotFound
+from chat_ui.clients import DbApi, DbUnavailable, LmApi, LmError, NotFound
 from chat_ui.config import Settings
+from chat_ui.contracts import Chat, Message, MessagePatch, Status
 from chat_ui.metrics import Metrics
 
 log = logging.getLogger("chat_ui.generation")
 
-RUNNING = ("pending", "streaming")
 # Per-message overhead of chat templates (role markers, separators), in tokens.
 MESSAGE_OVERHEAD_TOKENS = 8
 
@@ -75,30 +74,30 @@ def fit_history(
     return system + kept
 
 
-def history_before(chat: JSON, message_id: str) -> list[dict[str, str]]:
+def history_before(chat: Chat, message_id: UUID) -> list[dict[str, str]]:
     """The turns that precede `message_id`, as OpenAI messages, skipping failed answers."""
     turns: list[dict[str, str]] = []
-    for msg in chat.get("messages", []):
-        if msg["id"] == message_id:
+    for msg in chat.messages:
+        if msg.id == message_id:
             break
-        if msg["role"] not in ("user", "assistant") or not msg.get("content"):
+        if msg.role not in ("user", "assistant") or not msg.content:
             continue
-        if msg["role"] == "assistant" and msg.get("status") in ("error", *RUNNING):
+        if msg.role == "assistant" and (msg.status == "error" or msg.running):
             continue
-        turns.append({"role": msg["role"], "content": msg["content"]})
+        turns.append({"role": msg.role, "content": msg.content})
     return turns
 
 
 @dataclass
 class Generation:
-    message_id: str
-    chat_id: str
+    message_id: UUID
+    chat_id: UUID
     owner: str
     text: str = ""
-    status: str = "pending"
+    status: Status = "pending"
     error: str | None = None
     # The message as last written to db_api (or as it would have been), for rendering.
-    final: JSON | None = None
+    final: Message | None = None
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     _listeners: set[asyncio.Event] = field(default_factory=set)
@@ -124,10 +123,6 @@ class Generation:
         finally:
             self._listeners.discard(ev)
 
-    @property
-    def listeners(self) -> int:
-        return len(self._listeners)
-
 
 class Generations:
     """The registry of running generations, keyed by assistant message id."""
@@ -137,24 +132,24 @@ class Generations:
         self._db = db
         self._lm = lm
         self._metrics = metrics
-        self._running: dict[str, Generation] = {}
+        self._running: dict[UUID, Generation] = {}
 
-    def get(self, message_id: str, owner: str) -> Generation | None:
+    def get(self, message_id: UUID, owner: str) -> Generation | None:
         gen = self._running.get(message_id)
         return gen if gen is not None and gen.owner == owner else None
 
-    def start(self, owner: str, chat: JSON, message_id: str) -> Generation:
+    def start(self, owner: str, chat: Chat, message_id: UUID) -> Generation:
         """Start answering `message_id` from the chat's history; idempotent while running."""
         existing = self.get(message_id, owner)
         if existing is not None:
             return existing
-        gen = Generation(message_id=message_id, chat_id=chat["id"], owner=owner)
+        gen = Generation(message_id=message_id, chat_id=chat.id, owner=owner)
         self._running[message_id] = gen
         self._metrics.active_generations.inc()
         gen.task = asyncio.create_task(self._run(gen, chat), name=f"generate-{message_id}")
         return gen
 
-    async def stop(self, message_id: str, owner: str) -> Generation | None:
+    async def stop(self, message_id: UUID, owner: str) -> Generation | None:
         """Cancel a running generation and wait until its partial text is stored."""
         gen = self.get(message_id, owner)
         if gen is None or gen.task is None:
@@ -174,48 +169,33 @@ class Generations:
                 with contextlib.suppress(asyncio.CancelledError):
                     await gen.task
 
-    async def reconcile(self, owner: str, chat: JSON) -> JSON:
-        """Mark answers that no task will finish as interrupted (see module docstring)."""
-        for msg in chat.get("messages", []):
-            if msg["role"] == "assistant" and msg["status"] in RUNNING:
-                if self.get(msg["id"], owner) is None:
-                    with contextlib.suppress(NotFound):
-                        msg.update(
-                            await self._db.update_message(
-                                owner,
-                                msg["id"],
-                                status="interrupted",
-                                error="The answer was cut off when the server restarted.",
-                            )
-                        )
-        return chat
-
-    async def _run(self, gen: Generation, chat: JSON) -> None:
+    async def _run(self, gen: Generation, chat: Chat) -> None:
         settings = self._settings
         started = time.monotonic()
         ttft_ms: float | None = None
-        usage: dict[str, int | None] = {"prompt_tokens": None, "completion_tokens": None}
-        outcome = "complete"
+        prompt_tokens: int | None = None
+        completion_tokens: int | None = None
+        outcome: Status = "complete"
         # Writes the text so far on a clock rather than per token, so that a stalled
         # stream still has its latest text stored within the interval.
         flusher = asyncio.create_task(self._flush_loop(gen), name=f"flush-{gen.message_id}")
         try:
-            info = await self._lm.model_info(settings.model or chat.get("model") or "")
+            info = await self._lm.model_info(settings.model or chat.model or "")
             n_ctx = info.n_ctx if info and info.n_ctx else settings.context_tokens
-            model = chat.get("model") or settings.model or (info.id if info else "default")
+            model = chat.model or settings.model or (info.id if info else "default")
             # Never ask for more than half the context, so a small model still gets history.
             max_tokens = max(1, min(settings.max_tokens, n_ctx // 2))
             budget = n_ctx - max_tokens
-            system_prompt = chat.get("system_prompt") or settings.default_system_prompt
+            system_prompt = chat.system_prompt or settings.default_system_prompt
             turns = history_before(chat, gen.message_id)
             messages = fit_history(system_prompt, turns, budget)
             for attempt in range(2):
                 try:
                     async for delta in self._lm.stream_chat(model, messages, max_tokens):
                         if delta.prompt_tokens is not None:
-                            usage["prompt_tokens"] = delta.prompt_tokens
+                            prompt_tokens = delta.prompt_tokens
                         if delta.completion_tokens is not None:
-                            usage["completion_tokens"] = delta.completion_tokens
+                            completion_tokens = delta.completion_tokens
                         if not delta.text:
                             continue
                         if ttft_ms is None:
@@ -248,15 +228,16 @@ class Generations:
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
-            fields: dict[str, Any] = {
-                "content": gen.text,
-                "status": gen.status,
-                "error": gen.error,
-                "ttft_ms": ttft_ms,
-                "generation_ms": (time.monotonic() - started) * 1000,
-                **usage,
-            }
-            gen.final = await self._final_flush(gen, fields)
+            final = MessagePatch(
+                content=gen.text,
+                status=gen.status,
+                error=gen.error,
+                ttft_ms=ttft_ms,
+                generation_ms=(time.monotonic() - started) * 1000,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+            )
+            gen.final = await self._final_flush(gen, final)
             self._running.pop(gen.message_id, None)
             self._metrics.active_generations.dec()
             self._metrics.generations.labels(outcome=outcome).inc()
@@ -272,7 +253,7 @@ class Generations:
             text = gen.text
             try:
                 await self._db.update_message(
-                    gen.owner, gen.message_id, content=text, status="streaming"
+                    gen.owner, gen.message_id, MessagePatch(content=text, status="streaming")
                 )
                 flushed = len(text)
             except NotFound:
@@ -284,11 +265,13 @@ class Generations:
                 # The text is still in memory and the final flush tries again.
                 log.warning("partial flush of %s failed: %s", gen.message_id, exc)
 
-    async def _final_flush(self, gen: Generation, fields: dict[str, Any]) -> JSON:
-        local = {"id": gen.message_id, "chat_id": gen.chat_id, "role": "assistant", **fields}
+    async def _final_flush(self, gen: Generation, final: MessagePatch) -> Message:
+        local = Message(
+            id=gen.message_id, chat_id=gen.chat_id, role="assistant", **final.model_dump()
+        )
         for attempt in range(3):
             try:
-                return await self._db.update_message(gen.owner, gen.message_id, **fields)
+                return await self._db.update_message(gen.owner, gen.message_id, final)
             except NotFound:
                 return local
             except DbUnavailable as exc:

@@ -16,12 +16,13 @@ from starlette.responses import Response
 
 from chat_ui.clients import DbApi, DbUnavailable, LmApi, NotFound
 from chat_ui.config import Settings
+from chat_ui.conversation import Refused
 from chat_ui.generation import Generations
 from chat_ui.metrics import Metrics
 from chat_ui.middleware import BodyLimit, SecurityAndMetrics
 from chat_ui.routes import answers, auth, chats, ops
 from chat_ui.session import SessionCodec
-from chat_ui.web import CsrfError, LoginRequired, PageError, is_htmx, page, redirect
+from chat_ui.web import CsrfError, LoginRequired, is_htmx, page, redirect
 
 log = logging.getLogger("chat_ui")
 STATIC = Path(__file__).parent / "static"
@@ -69,8 +70,8 @@ def _install_error_pages(app: FastAPI) -> None:
             "Parlor cannot reach its storage right now. Nothing is lost: try again in a moment.",
         )
 
-    @app.exception_handler(PageError)
-    async def page_error(request: Request, exc: PageError) -> Response:
+    @app.exception_handler(Refused)
+    async def refused(request: Request, exc: Refused) -> Response:
         return _error(request, exc.status, exc.title, exc.message)
 
     @app.exception_handler(RequestValidationError)

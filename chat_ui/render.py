@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
-from html import escape
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -162,11 +161,6 @@ def _markdown_html(text: str) -> str:
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer nofollow",
     )
-
-
-def plain_html(text: str) -> str:
-    """Escaped text for a bubble still streaming (shown with white-space: pre-wrap)."""
-    return escape(text)
 
 
 def pygments_css() -> str:

@@ -104,7 +104,8 @@ class Browser:
         """SSE events of `url`, parsed as a browser's EventSource would, until it closes."""
         with self.client.stream("GET", url, headers=headers) as resp:
             assert resp.status_code == 200, resp.read()
-            event, data, last_id = "message", [], None
+            event, last_id = "message", None
+            data: list[str] = []
             for line in resp.iter_lines():
                 if line == "":
                     if data:

@@ -14,11 +14,13 @@ import threading
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 
-STATUSES = {"complete", "pending", "streaming", "interrupted", "error"}
+from chat_ui.contracts import Message, Status
+
+STATUSES = set(get_args(Status))
 
 
 class FakeDb:
@@ -81,9 +83,10 @@ class FakeDb:
             self.chats[chat["id"]] = chat
             return httpx.Response(201, json=self._chat_json(chat))
         if parts[0] == "chats" and len(parts) >= 2:
-            chat = self.chats.get(parts[1])
-            if chat is None or chat["owner"] != owner:
+            found = self.chats.get(parts[1])
+            if found is None or found["owner"] != owner:
                 return httpx.Response(404, json={"detail": "chat not found"})
+            chat = found
             if len(parts) == 2 and method == "GET":
                 return httpx.Response(200, json=self._chat_json(chat, with_messages=True))
             if len(parts) == 2 and method == "PATCH":
@@ -108,27 +111,24 @@ class FakeDb:
                 ):
                     return httpx.Response(422, json={"detail": "content must not be empty"})
                 now = self._now()
-                msg = {
-                    "id": str(uuid.uuid4()),
-                    "chat_id": chat["id"],
-                    "role": body["role"],
-                    "content": body.get("content", ""),
-                    "status": status,
-                    "error": None,
-                    "prompt_tokens": None,
-                    "completion_tokens": None,
-                    "ttft_ms": None,
-                    "generation_ms": None,
-                    "created_at": now,
-                    "updated_at": now,
-                }
+                # Every other field takes the contract's default (null counts and timings).
+                msg = Message(
+                    id=uuid.uuid4(),
+                    chat_id=chat["id"],
+                    role=body["role"],
+                    content=body.get("content", ""),
+                    status=status,
+                    created_at=now,
+                    updated_at=now,
+                ).model_dump(mode="json")
                 self.messages[msg["id"]] = msg
                 chat["updated_at"] = now
                 return httpx.Response(201, json=msg)
         if parts[0] == "messages" and len(parts) == 2 and method == "PATCH":
-            msg = self.messages.get(parts[1])
-            if msg is None or self.chats[msg["chat_id"]]["owner"] != owner:
+            stored = self.messages.get(parts[1])
+            if stored is None or self.chats[stored["chat_id"]]["owner"] != owner:
                 return httpx.Response(404, json={"detail": "message not found"})
+            msg = stored
             if "status" in body and body["status"] not in STATUSES:
                 return httpx.Response(422, json={"detail": "bad status"})
             self.patches.append((msg["id"], dict(body)))

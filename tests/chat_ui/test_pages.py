@@ -19,8 +19,7 @@ def ada(browser: Browser) -> Browser:
 
 def test_no_js_send_redirects_and_refreshes_until_complete(ada: Browser, fake_lm: FakeLm) -> None:
     fake_lm.hold_after = 2
-    page = ada.get("/chats")
-    assert 'class="empty-state"' in page.text
+    assert 'class="empty-state"' in ada.get("/chats").text
     chat = ada.new_chat()
     resp = ada.send(chat, "Hello?")
     assert resp.status_code == 303 and resp.headers["location"] == f"/chats/{chat}"
@@ -114,8 +113,8 @@ def test_history_is_sent_in_order(ada: Browser, fake_lm: FakeLm) -> None:
 
 
 def test_logout_and_login_forms_work_without_js(browser: Browser) -> None:
-    page = browser.get("/")
-    assert '<form id="login-form" class="login-form" method="post" action="/login">' in page.text
+    login_page = browser.get("/").text
+    assert '<form id="login-form" class="login-form" method="post" action="/login">' in login_page
     browser.login("Ada")
     page = browser.get("/chats").text
     assert 'id="logout-form"' in page and 'id="new-chat"' in page
