@@ -20,6 +20,10 @@ from chat_ui.generation import Generation, Generations
 log = logging.getLogger("chat_ui.conversation")
 
 TITLE_CHARS = 60
+STORAGE_AWAY = (
+    "Parlor cannot reach its storage right now, so your message was not sent. "
+    "Your text is kept below: send it again in a moment."
+)
 
 # What Retry writes before answering again: the failed attempt leaves no trace.
 RETRY_RESET = MessagePatch(
@@ -158,9 +162,7 @@ class Conversation:
         """The generation writing this answer in this process, if any."""
         return self._generations.get(message_id, self.owner)
 
-    async def send(self, chat_id: UUID, content: str) -> Sent:
-        """Store the person's message, then a pending answer, title a new chat and start
-        answering. Raises SendRefused (text kept) or NotFound."""
+    def _check(self, content: str) -> None:
         limit = self._settings.max_message_chars
         if not content.strip():
             raise SendRefused(422, "Type a message first.", content)
@@ -170,20 +172,43 @@ class Conversation:
                 f"Messages are at most {limit} characters (this one has {len(content)}).",
                 content,
             )
+
+    async def start_chat(self, content: str) -> Sent:
+        """A new chat with its first message (so no empty chat is left behind)."""
+        self._check(content)
+        try:
+            chat = await self.new_chat()
+        except DbUnavailable as exc:
+            raise SendRefused(503, STORAGE_AWAY, content) from exc
+        try:
+            return await self.send(chat.id, content)
+        except SendRefused:
+            with contextlib.suppress(DbUnavailable, NotFound):
+                await self._db.delete_chat(self.owner, chat.id)
+            raise
+
+    async def send(self, chat_id: UUID, content: str) -> Sent:
+        """Store the person's message, then a pending answer, title a new chat and start
+        answering. Raises SendRefused (text kept) or NotFound. One answer at a time in a
+        chat: while one is written, a new message is refused (its text kept); the page
+        disables Send meanwhile."""
+        self._check(content)
         try:
             chat = await self.load(chat_id)
+            if chat.running:
+                raise SendRefused(
+                    409,
+                    "An answer is still being written: wait for it to finish, or stop it, "
+                    "then send your message.",
+                    content,
+                )
             # The person's text is stored before anything is sent to the model.
             user = await self._db.add_message(self.owner, chat_id, "user", content)
             answer = await self._db.add_message(
                 self.owner, chat_id, "assistant", "", status="pending"
             )
         except DbUnavailable as exc:
-            raise SendRefused(
-                503,
-                "Parlor cannot reach its storage right now, so your message was not sent. "
-                "Your text is kept below: send it again in a moment.",
-                content,
-            ) from exc
+            raise SendRefused(503, STORAGE_AWAY, content) from exc
         except DbRejected as exc:
             raise SendRefused(422, exc.detail, content) from exc
         if not chat.title:

@@ -289,3 +289,38 @@ class MarkdownStream:
             text = text[lead.end() :]
         self._shown = True
         return escape(text)
+
+
+# -- on the page ---------------------------------------------------------------------
+# A streaming answer's body holds its rendered blocks, then its tail:
+#   <div class="msg-body md msg-live" id="body-ID"> blocks <div class="md-tail" id="tail-ID">
+# With JavaScript (htmx's SSE extension), `sync` replaces the body's content, `token`
+# appends to the tail, `block` inserts blocks before the tail and replaces the tail's text
+# (out of band). Without JavaScript, the page itself is streamed: `live_html` is what to
+# write into the open tail, and CSS shows only the last tail (.md-tail:not(:last-child)).
+
+
+def answer_so_far(text: str) -> Update:
+    """How a page shows an answer still being written: its blocks, then its tail."""
+    return MarkdownStream.resume(text)[1]
+
+
+def tail_html(message_id: object, tail: str) -> str:
+    return f'<div class="md-tail" id="tail-{message_id}">{tail}</div>'
+
+
+def sync_html(message_id: object, update: Update) -> str:
+    """The `sync` event: the body's whole content."""
+    return update.html + tail_html(message_id, update.tail)
+
+
+def block_html(message_id: object, update: Update) -> str:
+    """The `block` event: new blocks, and the tail's new text swapped out of band."""
+    return f'{update.html}<div id="tail-{message_id}" hx-swap-oob="innerHTML">{update.tail}</div>'
+
+
+def live_html(update: Update) -> str:
+    """What a page streamed without JavaScript writes for `update`, inside its open tail."""
+    if update.replace:
+        return f'</div>{update.html}<div class="md-tail">{update.tail}'
+    return update.tail

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import nh3
@@ -193,19 +193,21 @@ def zone_of(cookies: Mapping[str, str]) -> tzinfo:
         return UTC
 
 
-T = TypeVar("T", bound=Mapping[str, Any])
+T = TypeVar("T")
 DATE_GROUPS = ("Today", "Yesterday", "Previous 7 days", "Older")
 
 
 def group_by_date(
     chats: Iterable[T], now: datetime | None = None, zone: tzinfo = UTC
 ) -> list[tuple[str, list[T]]]:
-    """Chats under Today, Yesterday, Previous 7 days and Older (by `updated_at`, in the
-    person's time zone), keeping their order; empty groups left out."""
+    """Chats under Today, Yesterday, Previous 7 days and Older (by their `updated_at`, an
+    attribute or a key, in the person's time zone), keeping their order; empty groups left
+    out."""
     today = (now or datetime.now(UTC)).astimezone(zone).date()
     groups: dict[str, list[T]] = {name: [] for name in DATE_GROUPS}
     for chat in chats:
-        when = _parse_ts(chat.get("updated_at"))
+        stamp = chat.get("updated_at") if isinstance(chat, Mapping) else None
+        when = _parse_ts(stamp or getattr(chat, "updated_at", None))
         if when is None:
             groups["Older"].append(chat)
             continue
