@@ -297,7 +297,7 @@ class MarkdownStream:
 # With JavaScript (htmx's SSE extension), `sync` replaces the body's content, `token`
 # appends to the tail, `block` inserts blocks before the tail and replaces the tail's text
 # (out of band). Without JavaScript, the page itself is streamed: `live_html` is what to
-# write into the open tail, and CSS shows only the last tail (.md-tail:not(:last-child)).
+# write into the open tail, and CSS shows only the last tail (.md-tail:has(~ *)).
 
 
 def answer_so_far(text: str) -> Update:

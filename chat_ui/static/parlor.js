@@ -131,14 +131,22 @@
     }
     lostFocus = false;
   });
-  document.addEventListener("htmx:load", function (event) {
-    enhance(event.target);
-    if (!touch) $$(".composer-hint[hidden]", event.target).forEach(function (p) { p.hidden = false; });
-  });
+  // New content (a sent message, a streamed block, a finished answer) gets its buttons as
+  // it is inserted, before it is painted: the end of an answer changes nothing visible.
+  function added(records) {
+    records.forEach(function (record) {
+      record.addedNodes.forEach(function (node) {
+        if (!(node instanceof Element)) return;
+        enhance(node);
+        if (!touch) $$(".composer-hint[hidden]", node).forEach(function (p) { p.hidden = false; });
+      });
+    });
+  }
   document.addEventListener("htmx:sseMessage", updateJump);
 
   function start() {
     enhance(document);
+    new MutationObserver(added).observe(document.body, { childList: true, subtree: true });
     if (!touch) $$(".composer-hint[hidden]").forEach(function (p) { p.hidden = false; });
     updateSend();
     var scroller = $("#scroller");

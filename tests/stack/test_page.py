@@ -26,7 +26,7 @@ from tests.support import REPO, Stack, run_service
 pytestmark = pytest.mark.slow
 
 SHOTS = REPO / "test-artifacts" / "screenshots"
-CHAT_URL = re.compile(r".*/chats/([0-9a-f-]{36})$")
+CHAT_PAGE = re.compile(r".*/chats/([0-9a-f-]{36})(?:/live)?$")
 VIEWPORTS = {"desktop": (1280, 800), "phone": (390, 844), "narrow": (320, 640)}
 LONG_TITLE = ("A very long chat title " + "that keeps going " * 11)[:197] + "end"  # 200 chars
 TOUCH = 44
@@ -117,15 +117,21 @@ def login(page: Any, url: str, name: str) -> None:
     expect(page).to_have_url(re.compile(r".*/chats$"))
 
 
-def new_chat(page: Any) -> str:
-    """A new chat through the page's own form (the drawer's button, on a phone)."""
+def start_chat(page: Any, text: str) -> tuple[str, Any]:
+    """A new chat as "+ New chat" starts one: its first message creates it (without
+    JavaScript the page is then the one streamed while the answer is written).
+    (The chat's id, its answer's locator.)"""
     from playwright.sync_api import expect
 
-    page.locator("#new-chat-form").evaluate("form => form.requestSubmit()")
-    expect(page).to_have_url(CHAT_URL)
-    match = CHAT_URL.match(page.url)
+    page.goto(re.sub(r"/chats.*$", "", page.url) + "/chats")
+    page.fill("#composer-input", text)
+    page.click("#send")
+    expect(page).to_have_url(CHAT_PAGE)
+    match = CHAT_PAGE.match(page.url)
     assert match
-    return match.group(1)
+    answer = page.locator(".msg-assistant").last
+    expect(answer).to_be_attached()
+    return match.group(1), answer
 
 
 def send(page: Any, text: str) -> Any:
@@ -190,13 +196,12 @@ def test_layout_with_a_long_title(
     name = f"{size}-{scheme}-{'js' if js else 'nojs'}"
     try:
         login(page, quick_stack.url, "Ada " + name)
-        chat = new_chat(page)
+        chat, answer = start_chat(page, "Hello " + "word " * 60)
+        expect(answer).to_have_attribute("data-status", "complete")
         page.click("#chat-settings summary")
         page.fill("#chat-title", LONG_TITLE)
         page.click("#rename")
         expect(page.locator("#chat-heading")).to_have_text(LONG_TITLE)
-        answer = send(page, "Hello " + "word " * 60)
-        expect(answer).to_have_attribute("data-status", "complete")
         expect(page.locator("#composer-input")).to_be_visible()
 
         # Nothing scrolls sideways; the title is cut with an ellipsis, not wrapped wide.
@@ -254,8 +259,7 @@ def scripted_chat(page: Any, scripted: Scripted, name: str) -> Any:
     from playwright.sync_api import expect
 
     login(page, scripted.url, name)
-    new_chat(page)
-    answer = send(page, "Show me a function")
+    _, answer = start_chat(page, "Show me a function")
     scripted.finish()
     expect(answer).to_have_attribute("data-status", "complete")
     return answer
@@ -294,9 +298,7 @@ def test_without_javascript_no_copy_buttons_and_code_stays_selectable(
     context, page = open_page(browser, js=False)
     try:
         login(page, scripted.url, "No script")
-        new_chat(page)
-        page.fill("#composer-input", "Show me a function")
-        page.click("#send")
+        start_chat(page, "Show me a function")
         scripted.finish()
         answer = page.locator(".msg-assistant").last
         expect(answer).to_have_attribute("data-status", "complete")
@@ -344,15 +346,23 @@ def test_axe_finds_no_serious_violation(browser: Any, scripted: Scripted, theme:
         found["login"] = axe_violations(page)
         login(page, scripted.url, "Axel")
         found["chats"] = axe_violations(page)
-        chat = new_chat(page)
-        answer = send(page, "Show me a function")
+        chat, answer = start_chat(page, "Show me a function")
         scripted.wait_paused(1)
         expect(answer.locator(".code-block")).to_be_visible()
         found["streaming"] = axe_violations(page)
+        # The page streamed without JavaScript, as it stands mid-answer (axe itself needs
+        # JavaScript: the same markup, read by a page that has it).
+        live = context.new_page()
+        live.goto(f"{scripted.url}/chats/{chat}/live", wait_until="commit")
+        expect(live.locator(".live-answer .code-block")).to_be_visible()
+        found["live"] = axe_violations(live)
+        shot(live, f"axe-live-{theme}")
         scripted.release()
         scripted.wait_paused(2)
         scripted.release()
         expect(answer).to_have_attribute("data-status", "complete")
+        expect(live.locator(".live-done")).to_be_attached()
+        live.close()
         found["chat"] = axe_violations(page)
         shot(page, f"axe-chat-{theme}")
         page.click("#chat-settings summary")
@@ -385,7 +395,8 @@ def test_focus_labels_and_busy_state(browser: Any, scripted: Scripted) -> None:
     context, page = open_page(browser)
     try:
         login(page, scripted.url, "Focus")
-        new_chat(page)
+        _, answer = start_chat(page, "Show me a function")
+        scripted.wait_paused(1)
         # A chat opens with the message box focused; the skip link leads there too.
         expect(page.locator("#composer-input")).to_be_focused()
         skip = page.locator("body > :first-child")
@@ -395,8 +406,6 @@ def test_focus_labels_and_busy_state(browser: Any, scripted: Scripted) -> None:
         page.keyboard.press("Enter")
         expect(page.locator("#composer-input")).to_be_focused()
 
-        answer = send(page, "Show me a function")
-        scripted.wait_paused(1)
         # While it is written: busy for screen readers, Send waits, Stop is named for it.
         expect(answer).to_have_attribute("aria-busy", "true")
         expect(page.locator("#send")).to_be_disabled()
@@ -453,8 +462,7 @@ def test_jump_to_latest_when_scrolled_up_during_an_answer(browser: Any, scripted
     context, page = open_page(browser, size="phone")
     try:
         login(page, scripted.url, "Scroller")
-        new_chat(page)
-        answer = send(page, "Show me a function\n" + "and a long question\n" * 40)
+        _, answer = start_chat(page, "Show me a function\n" + "and a long question\n" * 40)
         scripted.wait_paused(1)
         expect(answer.locator(".code-block")).to_be_visible()
         jump = page.locator("#jump-latest")
@@ -469,5 +477,108 @@ def test_jump_to_latest_when_scrolled_up_during_an_answer(browser: Any, scripted
         scripted.wait_paused(2)
         scripted.release()
         expect(answer).to_have_attribute("data-status", "complete")
+    finally:
+        context.close()
+
+
+# --- Markdown while it streams, with and without JavaScript -------------------------------------
+
+
+def test_markdown_is_rendered_while_the_answer_streams(browser: Any, scripted: Scripted) -> None:
+    from playwright.sync_api import expect
+
+    context, page = open_page(browser)
+    try:
+        login(page, scripted.url, "Reader")
+        _, answer = start_chat(page, "Show me a function")
+        scripted.wait_paused(1)
+        # Paused after the code block: it is already rendered, highlighted, with its
+        # language, while the answer is still being written.
+        expect(answer).to_have_attribute("aria-busy", "true")
+        expect(answer.locator(".code-block .code-lang")).to_have_text("python")
+        expect(answer.locator(".code-block pre .k").first).to_have_text("def")  # highlighted
+        expect(answer.locator(".msg-body strong")).to_have_text("a function")
+        assert "**" not in answer.locator(".msg-body").inner_text()
+        shot(page, "streaming-code-block-rendered")
+        scripted.release()
+        scripted.wait_paused(2)
+        # The paragraph is rendered; the list (which may go on) is still text.
+        expect(answer.locator(".msg-body em")).to_have_text("any")
+        expect(answer.locator(".md-tail")).to_contain_text("- `double(2)` is 4")
+        blocks = answer.locator(".msg-body").evaluate(
+            "b => b.innerHTML.slice(0, b.innerHTML.indexOf('<div class=\"md-tail\"'))"
+        )
+        assert "<em>any</em>" in blocks
+        shot(page, "streaming-list-as-text")
+        scripted.release()
+        expect(answer).to_have_attribute("data-status", "complete")
+        final = answer.locator(".msg-body").inner_html()
+        assert final.startswith(blocks)  # what was rendered while streaming stays as it was
+        expect(answer.locator(".msg-body li")).to_have_count(2)
+        expect(page.locator("#send")).to_be_enabled()
+    finally:
+        context.close()
+
+
+def test_without_javascript_the_answer_grows_in_one_page(browser: Any, scripted: Scripted) -> None:
+    """No refresh: one document that grows while the answer is written; Markdown blocks
+    rendered as they complete; the message box keeps what is typed meanwhile."""
+    from playwright.sync_api import expect
+
+    context, page = open_page(browser, js=False)
+    try:
+        login(page, scripted.url, "Plain")
+        start_chat(page, "Show me a function")
+        scripted.wait_paused(1)
+        live = page.locator(".live-answer")
+        expect(live.locator(".code-block .code-lang")).to_have_text("python")
+        expect(live.locator(".code-block")).to_be_visible()
+        expect(live.locator("strong")).to_be_visible()
+        expect(live.locator("strong")).to_have_text("a function")
+        expect(live.locator(".typing")).to_be_visible()
+        document = page.evaluate("() => performance.timeOrigin")
+        assert page.locator(".live-done").count() == 0  # the page is still loading
+        # Stop in place of Send while the answer runs; typing meanwhile is kept.
+        expect(page.locator("#send")).to_be_hidden()
+        expect(page.get_by_role("button", name="Stop this answer")).to_be_visible()
+        page.fill("#composer-input", "A follow-up typed while it answers")
+        shot(page, "no-js-streaming")
+        scripted.release()
+        scripted.wait_paused(2)
+        expect(live.locator("em")).to_have_text("any")
+        # The list may go on: shown as text, in the one tail that is visible.
+        expect(live.locator(".md-tail:visible")).to_have_count(1)
+        expect(live.locator(".md-tail:visible")).to_contain_text("- `double(2)` is 4")
+        shot(page, "no-js-streaming-list-as-text")
+        scripted.release()
+        expect(page.locator(".live-done")).to_be_attached()
+        answer = page.locator(".msg-assistant[data-status]").last
+        expect(answer).to_have_attribute("data-status", "complete")
+        expect(live).to_be_hidden()  # the finished answer took its place
+        expect(answer.locator("li")).to_have_count(2)
+        assert page.evaluate("() => performance.timeOrigin") == document  # same page
+        expect(page.locator("#composer-input")).to_have_value("A follow-up typed while it answers")
+        expect(page.locator("#send")).to_be_visible()
+        assert overflow(page) <= 0
+        shot(page, "no-js-streamed-complete")
+    finally:
+        context.close()
+
+
+def test_without_javascript_stop_keeps_the_draft(browser: Any, scripted: Scripted) -> None:
+    from playwright.sync_api import expect
+
+    context, page = open_page(browser, js=False, size="phone")
+    try:
+        login(page, scripted.url, "Stopper")
+        start_chat(page, "Show me a function")
+        scripted.wait_paused(1)
+        page.fill("#composer-input", "Never mind, another question")
+        page.get_by_role("button", name="Stop this answer").click()
+        answer = page.locator(".msg-assistant").last
+        expect(answer).to_have_attribute("data-status", "interrupted")
+        expect(answer.locator(".code-block")).to_be_visible()  # the partial answer stays
+        expect(page.locator("#composer-input")).to_have_value("Never mind, another question")
+        shot(page, "no-js-stopped-draft-kept")
     finally:
         context.close()
