@@ -582,3 +582,39 @@ def test_without_javascript_stop_keeps_the_draft(browser: Any, scripted: Scripte
         shot(page, "no-js-stopped-draft-kept")
     finally:
         context.close()
+
+
+@pytest.mark.parametrize("js", [True, False], ids=["js", "no-js"])
+def test_rename_and_delete_from_the_sidebar_entry(
+    browser: Any, quick_stack: Stack, js: bool
+) -> None:
+    from playwright.sync_api import expect
+
+    context, page = open_page(browser, size="phone", js=js)
+    try:
+        login(page, quick_stack.url, "Sid " + ("js" if js else "nojs"))
+        chat, _ = start_chat(page, "A chat to rename")
+        expect(page.locator(".msg-assistant[data-status]").last).to_have_attribute(
+            "data-status", "complete"
+        )
+        entry = page.locator(f'.chat-item[data-chat-id="{chat}"]')
+        page.click(".drawer-open")
+        expect(page.locator(".chat-group").first).to_have_text("Today")
+        menu = entry.locator("summary")
+        expect(menu).to_have_attribute("aria-label", "Rename or delete “A chat to rename”")
+        menu.click()
+        entry.get_by_label("New title").fill("Renamed from the list")
+        shot(page, f"sidebar-menu-{'js' if js else 'nojs'}")
+        entry.get_by_role("button", name="Rename").click()
+        expect(page.locator("#chat-heading")).to_have_text("Renamed from the list")
+        page.click(".drawer-open")
+        entry.locator("summary").click()
+        delete = entry.locator("a.danger-link")
+        expect(delete).to_have_text("Delete “Renamed from the list”…")
+        delete.click()
+        expect(page.locator("#confirm-delete")).to_be_visible()
+        page.click("#confirm-delete")
+        expect(page).to_have_url(re.compile(r".*/chats$"))
+        expect(page.locator(f'.chat-item[data-chat-id="{chat}"]')).to_have_count(0)
+    finally:
+        context.close()
