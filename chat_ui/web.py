@@ -13,6 +13,7 @@ from starlette.responses import RedirectResponse, Response
 
 from chat_ui.contracts import RUNNING, Message
 from chat_ui.conversation import chat_title
+from chat_ui.middleware import RESCUE_FACTOR
 from chat_ui.render import age, markdown_html
 from chat_ui.session import Session, SessionCodec
 
@@ -104,7 +105,10 @@ def check_origin(request: Request) -> None:
 async def checked_form(request: Request) -> FormData:
     """The request's form, after the Origin and CSRF token checks (a FastAPI dependency)."""
     check_origin(request)
-    form = await request.form()
+    # Starlette's own cap on one field (1 MiB) would refuse a long message the byte
+    # limit let through: BodyLimit has bounded the body already.
+    limit = request.app.state.settings.body_limit * RESCUE_FACTOR
+    form = await request.form(max_part_size=limit)
     token = request.headers.get("x-csrf-token") or form.get("csrf_token")
     if not isinstance(token, str) or not session_of(request).csrf_ok(token):
         raise CsrfError

@@ -55,28 +55,39 @@ async def send(
     )
 
 
+@router.get("/chats/{chat_id}/messages/{message_id}")
+async def show_message(
+    request: Request, chat_id: UUID, message_id: UUID, conv: deps.Conversation
+) -> Response:
+    """One message's bubble as it now stands (what an answer awaiting its save polls)."""
+    message = await conv.message(chat_id, message_id)
+    if not is_htmx(request):
+        return redirect(request, f"/chats/{chat_id}")
+    return finish(request, HTMLResponse(bubble(request, message)))
+
+
 @router.get("/chats/{chat_id}/messages/{message_id}/stream")
 async def stream(
     request: Request,
     chat_id: UUID,
     message_id: UUID,
+    offset: deps.StreamOffset,
     conv: deps.MaybeConversation,
     stats: deps.Metrics,
-    after: int = 0,
 ) -> Response:
-    """Replay the answer's text after `after` (or Last-Event-ID), follow it, then `done`."""
-    offset = after
-    last_id = request.headers.get("last-event-id", "")
-    if last_id.isdigit():
-        offset = int(last_id)  # a reconnect resumes exactly where the browser stopped
-    offset = max(0, offset)
+    """Replay the answer's text after `after` (or Last-Event-ID), follow it, then `done`.
+
+    `notice` events say what the answer is waiting for (a silent model server, storage
+    away); they carry no id, so a reconnect resumes from the last text received."""
     if conv is None:
         return _closing_stream(
             '<p class="msg-error" role="alert">Your session ended: reload the page.</p>'
         )
     gen = conv.live(message_id)
+    if gen is not None and gen.chat_id != chat_id:
+        gen = None
     final: Message | None = None
-    if gen is None:
+    if gen is None or gen.finished.is_set():
         try:
             final = await conv.message(chat_id, message_id)
         except NotFound:
@@ -86,14 +97,20 @@ async def stream(
         except DbUnavailable:
             # The browser retries with back-off; the answer shows up once db_api is back.
             return HTMLResponse("db_api unavailable", status_code=503)
+        gen = None
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         nonlocal final
         stats.sse_connections.inc()
         try:
             if gen is not None:
-                async for piece, new_offset in gen.follow(offset):
-                    yield ServerSentEvent(data=escape(piece), event="token", id=str(new_offset))
+                async for update in gen.follow(offset):
+                    if update.text:
+                        yield ServerSentEvent(
+                            data=escape(update.text), event="token", id=str(update.offset)
+                        )
+                    if update.notice is not None:
+                        yield ServerSentEvent(data=escape(update.notice), event="notice")
                 final = gen.final
             assert final is not None
             yield ServerSentEvent(data=bubble(request, final), event="done")

@@ -19,7 +19,8 @@ async def chat_page(request: Request, conv: Conversation, chat: Chat | None) -> 
     ctx = {
         "chats": await conv.chats(),
         "chat": chat,
-        "refresh": chat is not None and chat.running,
+        # Without JavaScript the page reloads itself until its answers are done and saved.
+        "refresh": chat is not None and (chat.running or chat.unsaved),
         "composer_text": "",
         "composer_error": None,
     }
