@@ -37,8 +37,9 @@ async def _send_413(scope: Scope, send: Send, limit: int) -> None:
 
 
 # A send whose body is over the limit is still read up to this many times the limit, so
-# that the page can hand the typed text back (the route refuses it as too long).
-RESCUE_FACTOR = 4
+# that the page can hand the typed text back (the route refuses it as too long); nginx's
+# client_max_body_size must stay above it.
+RESCUE_FACTOR = 1.5
 _SEND_PATH = re.compile(r"^/chats/[0-9a-fA-F-]{36}/messages$")
 
 
@@ -66,7 +67,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limit * RESCUE_FACTOR if _rescuable(scope) else self.limit
+        limit = int(self.limit * RESCUE_FACTOR) if _rescuable(scope) else self.limit
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None:
             if not length.isdigit() or len(length) > 18 or int(length) > limit:

@@ -107,7 +107,7 @@ async def checked_form(request: Request) -> FormData:
     check_origin(request)
     # Starlette's own cap on one field (1 MiB) would refuse a long message the byte
     # limit let through: BodyLimit has bounded the body already.
-    limit = request.app.state.settings.body_limit * RESCUE_FACTOR
+    limit = int(request.app.state.settings.body_limit * RESCUE_FACTOR)
     form = await request.form(max_part_size=limit)
     token = request.headers.get("x-csrf-token") or form.get("csrf_token")
     if not isinstance(token, str) or not session_of(request).csrf_ok(token):

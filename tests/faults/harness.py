@@ -146,8 +146,17 @@ class DelayProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+
+    async def _close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -350,11 +359,14 @@ def fault_stack(
     lm_env: Mapping[str, str],
     ui_env: Mapping[str, str] | None = None,
 ) -> Iterator[FaultStack]:
-    from db_api.db import upgrade_database
+    try:
+        from db_api.migrate import migrate  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        from db_api.db import upgrade_database as migrate  # type: ignore[no-redef, attr-defined, unused-ignore]
 
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    upgrade_database(database_url)
+    migrate(database_url)
     db = Proc(
         "db_api",
         "db_api.main:app",

@@ -135,9 +135,12 @@ def test_database_connections_terminated_mid_answer(healed: FaultStack, run: int
 def test_chat_ui_killed_mid_answer(healed: FaultStack, run: int) -> None:
     v = healed.visitor(f"ui-killed-{run}")
     answer = v.send(v.new_chat(), "Tell me a long story.")
+    owner = v.owner()
     try:
         with v.events(answer) as events:
             assert v.follow(answer, events, until_chars=MIDWAY)
+            # Killed once part of the answer is stored (what a restart can show).
+            eventually(lambda: healed.storage.message(owner, answer.message_id)["content"])
             healed.ui.kill()
             v.follow(answer, events)
     except httpx.HTTPError:
@@ -149,7 +152,10 @@ def test_chat_ui_killed_mid_answer(healed: FaultStack, run: int) -> None:
     assert 'data-reason="server_restarted"' in page
     stored = stored_turn(healed, v, answer)
     assert (stored["status"], stored["reason"]) == ("interrupted", "server_restarted")
-    assert answer.streamed.startswith(stored["content"]) and stored["content"]
+    # What was stored and what was shown are the same text (either may run a little
+    # further: the process died between a write and a send).
+    shown, kept = answer.streamed, stored["content"]
+    assert kept and kept[: len(shown)] == shown[: len(kept)]
     assert [s for s in v.server_errors() if not s[0].endswith("/stream")] == []
 
 
