@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import hashlib
 import html
+import importlib
 import os
 import random
 import re
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -350,6 +351,16 @@ class FaultStack:
             proc.ensure_running()
 
 
+def _migrate(url: str) -> None:
+    """Migrations, the one way db_api offers (db_api.migrate, or db_api.db before it)."""
+    migrate: Callable[[str], None] | None = getattr(
+        importlib.import_module("db_api.migrate"), "migrate", None
+    )
+    if migrate is None:
+        migrate = importlib.import_module("db_api.db").upgrade_database
+    migrate(url)
+
+
 @contextlib.contextmanager
 def fault_stack(
     work: Path,
@@ -359,14 +370,9 @@ def fault_stack(
     lm_env: Mapping[str, str],
     ui_env: Mapping[str, str] | None = None,
 ) -> Iterator[FaultStack]:
-    try:
-        from db_api.migrate import migrate  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        from db_api.db import upgrade_database as migrate  # type: ignore[no-redef, attr-defined, unused-ignore]
-
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    migrate(database_url)
+    _migrate(database_url)
     db = Proc(
         "db_api",
         "db_api.main:app",
