@@ -78,6 +78,10 @@ class Generation:
     error: str | None = None
     reason: Reason | None = None
     finish_reason: FinishReason | None = None
+    started: float = field(default_factory=time.monotonic)
+    ttft_ms: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
     # The answer as it now stands: the stored message once the final save is done, the
     # final state with `unsaved` before.
     final: Message | None = None
@@ -189,7 +193,7 @@ class Generations:
         if not gen.finished.is_set():
             gen.stop_reason = reason
             gen.task.cancel()
-        await gen.finished.wait()
+            await self._ended(gen)
         return gen
 
     async def shutdown(self) -> None:
@@ -200,23 +204,26 @@ class Generations:
                 gen.stop_reason = "server_restarted"
                 gen.task.cancel()
         for gen in gens:
-            if gen.task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await gen.task
+            await self._ended(gen)
         for saver in list(self._savers):
             saver.cancel()
         for gen in list(self._known.values()):
             if gen.final_patch is not None and not gen.saved.is_set():
                 await self._save_final(gen, gen.final_patch)
 
+    async def _ended(self, gen: Generation) -> None:
+        """Wait for a cancelled generation's task; one cancelled before it ever ran (so
+        before its own `finally`) is finished here."""
+        if gen.task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await gen.task
+        if not gen.finished.is_set():
+            gen.status, gen.reason = "interrupted", gen.stop_reason or "server_restarted"
+            await self._finish(gen)
+
     # --- one answer ------------------------------------------------------------------------
 
     async def _run(self, gen: Generation, chat: Chat) -> None:
-        settings = self._settings
-        started = time.monotonic()
-        ttft_ms: float | None = None
-        prompt_tokens: int | None = None
-        completion_tokens: int | None = None
         # Writes the text so far on a clock rather than per token, so that a stalled
         # stream still has its latest text stored within the interval.
         helpers = [
@@ -224,44 +231,7 @@ class Generations:
             asyncio.create_task(self._watch_model(gen), name=f"watch-{gen.message_id}"),
         ]
         try:
-            info = await self._lm.model_info(settings.model or chat.model or "", chat.id)
-            model = chat.model or settings.model or (info.id if info else "default")
-            plan = PromptPlan(
-                self._lm,
-                model=model,
-                chat_id=chat.id,
-                system_prompt=chat.system_prompt or settings.default_system_prompt,
-                turns=history_before(chat, gen.message_id),
-                n_ctx=info.n_ctx if info and info.n_ctx else settings.context_tokens,
-                max_tokens=settings.max_tokens,
-            )
-            current = await plan.first()
-            while True:
-                try:
-                    async for delta in self._lm.stream_chat(
-                        model, current.messages, current.max_tokens, chat.id
-                    ):
-                        if delta.prompt_tokens is not None:
-                            prompt_tokens = delta.prompt_tokens
-                        if delta.completion_tokens is not None:
-                            completion_tokens = delta.completion_tokens
-                        if delta.finish_reason in ("stop", "length"):
-                            gen.finish_reason = (
-                                "stop" if delta.finish_reason == "stop" else "length"
-                            )
-                        if not delta.text:
-                            gen.progress.set()
-                            continue
-                        if ttft_ms is None:
-                            ttft_ms = (time.monotonic() - started) * 1000
-                        gen.append(delta.text)
-                    break
-                except LmError as exc:
-                    # Still too long for this model: drop more old turns and ask again.
-                    smaller = plan.shrink() if exc.context_exceeded and not gen.text else None
-                    if smaller is None:
-                        raise
-                    current = smaller
+            await self._generate(gen, chat)
             gen.status = "complete"
         except asyncio.CancelledError:
             gen.status = "interrupted"
@@ -281,32 +251,77 @@ class Generations:
             for helper in helpers:
                 with contextlib.suppress(asyncio.CancelledError):
                     await helper
-            gen.set_notice("model", None)
-            gen.set_notice("storage", None)
-            patch = MessagePatch(
-                content=gen.text,
-                status=gen.status,
-                error=gen.error,
-                reason=gen.reason,
-                finish_reason=gen.finish_reason if gen.status == "complete" else None,
-                ttft_ms=ttft_ms,
-                generation_ms=(time.monotonic() - started) * 1000,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                revision=gen.next_revision(),
-            )
-            gen.final_patch = patch
-            gen.final = Message(
-                id=gen.message_id,
-                chat_id=gen.chat_id,
-                role="assistant",
-                unsaved=True,
-                **patch.model_dump(exclude={"revision"}),
-            )
-            self._metrics.active_generations.dec()
-            self._metrics.generations.labels(outcome=gen.status).inc()
-            if gen.superseded is not None:
-                gen.final = gen.superseded
+            await self._finish(gen)
+
+    async def _generate(self, gen: Generation, chat: Chat) -> None:
+        settings = self._settings
+        info = await self._lm.model_info(settings.model or chat.model or "", chat.id)
+        model = chat.model or settings.model or (info.id if info else "default")
+        plan = PromptPlan(
+            self._lm,
+            model=model,
+            chat_id=chat.id,
+            system_prompt=chat.system_prompt or settings.default_system_prompt,
+            turns=history_before(chat, gen.message_id),
+            n_ctx=info.n_ctx if info and info.n_ctx else settings.context_tokens,
+            max_tokens=settings.max_tokens,
+        )
+        current = await plan.first()
+        while True:
+            try:
+                async for delta in self._lm.stream_chat(
+                    model, current.messages, current.max_tokens, chat.id
+                ):
+                    if delta.prompt_tokens is not None:
+                        gen.prompt_tokens = delta.prompt_tokens
+                    if delta.completion_tokens is not None:
+                        gen.completion_tokens = delta.completion_tokens
+                    if delta.finish_reason in ("stop", "length"):
+                        gen.finish_reason = "stop" if delta.finish_reason == "stop" else "length"
+                    if not delta.text:
+                        gen.progress.set()
+                        continue
+                    if gen.ttft_ms is None:
+                        gen.ttft_ms = (time.monotonic() - gen.started) * 1000
+                    gen.append(delta.text)
+                return
+            except LmError as exc:
+                # Still too long for this model: drop more old turns and ask again.
+                smaller = plan.shrink() if exc.context_exceeded and not gen.text else None
+                if smaller is None:
+                    raise
+                current = smaller
+
+    async def _finish(self, gen: Generation) -> None:
+        """Keep the final state, try to store it (else keep trying in the background),
+        and tell the listeners."""
+        gen.set_notice("model", None)
+        gen.set_notice("storage", None)
+        patch = MessagePatch(
+            content=gen.text,
+            status=gen.status,
+            error=gen.error,
+            reason=gen.reason,
+            finish_reason=gen.finish_reason if gen.status == "complete" else None,
+            ttft_ms=gen.ttft_ms,
+            generation_ms=(time.monotonic() - gen.started) * 1000,
+            prompt_tokens=gen.prompt_tokens,
+            completion_tokens=gen.completion_tokens,
+            revision=gen.next_revision(),
+        )
+        gen.final_patch = patch
+        gen.final = Message(
+            id=gen.message_id,
+            chat_id=gen.chat_id,
+            role="assistant",
+            unsaved=True,
+            **patch.model_dump(exclude={"revision"}),
+        )
+        self._metrics.active_generations.dec()
+        self._metrics.generations.labels(outcome=gen.status).inc()
+        if gen.superseded is not None:
+            gen.final = gen.superseded
+        try:
             if gen.deleted or gen.superseded or await self._save_final(gen, patch):
                 self._forget(gen)
             else:
@@ -315,6 +330,7 @@ class Generations:
                 )
                 self._savers.add(saver)
                 saver.add_done_callback(self._savers.discard)
+        finally:
             gen.finished.set()
             gen.notify()
 

@@ -406,3 +406,40 @@ def test_every_model_server_call_names_the_chat(
     browser.send(chat, "hi")
     browser.follow(chat, message_ids(browser.get(f"/chats/{chat}").text)[0])
     assert fake_lm.chat_ids and set(fake_lm.chat_ids) == {chat}
+
+
+def test_an_answer_stopped_before_its_task_ever_ran_still_ends(
+    fake_db: FakeDb, fake_lm: FakeLm
+) -> None:
+    """Stop (or a chat's deletion) in the same instant as the send: the task is cancelled
+    before its first step, so its own cleanup never runs; stop must end it anyway."""
+    import asyncio
+
+    import httpx
+
+    from chat_ui.clients import DbApi, LmApi
+    from chat_ui.config import Settings
+    from chat_ui.contracts import Chat, Turn
+    from chat_ui.generation import Generations
+    from chat_ui.metrics import Metrics
+
+    async def scenario() -> tuple[str, str | None]:
+        async with (
+            httpx.AsyncClient(transport=fake_db.transport(), base_url="http://db") as db_http,
+            httpx.AsyncClient(transport=fake_lm.transport(), base_url="http://lm/v1/") as lm_http,
+        ):
+            db = DbApi(db_http)
+            gens = Generations(Settings(), db, LmApi(lm_http), Metrics())
+            chat = await db.create_chat("owner")
+            resp = await db_http.post(
+                f"/chats/{chat.id}/turns", headers={"X-Owner": "owner"}, json={"content": "q"}
+            )
+            turn = Turn.model_validate_json(resp.content)
+            gen = gens.start("owner", Chat(id=chat.id, messages=[turn.user]), turn.assistant)
+            stopped = await gens.stop(turn.assistant.id, "owner")
+            assert stopped is gen and gen.final is not None
+            stored = fake_db.messages[str(turn.assistant.id)]
+            return stored["status"], stored["reason"]
+
+    assert asyncio.run(scenario()) == ("interrupted", "stopped")
+    assert fake_lm.requests == []
