@@ -7,6 +7,7 @@ Timestamps stay the ISO strings db_api sends: chat_ui only shows and orders them
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Literal
 
@@ -19,6 +20,46 @@ Status = Literal["complete", "pending", "streaming", "interrupted", "error"]
 RUNNING: frozenset[Status] = frozenset({"pending", "streaming"})
 # An answer that will not change any more (Retry starts it over).
 FINAL: frozenset[Status] = frozenset({"complete", "interrupted", "error"})
+# Why an answer ended interrupted or in error (the machine code; `error` has the text).
+Reason = Literal[
+    "stopped",
+    "model_unreachable",
+    "model_error",
+    "model_stalled",
+    "context_exceeded",
+    "storage_unreachable",
+    "server_restarted",
+    "lease_expired",
+]
+FinishReason = Literal["stop", "length"]
+
+# What the page says about an answer that ended for this reason, when it has no error text.
+REASON_TEXT: dict[str, str] = {
+    "stopped": "Stopped by you.",
+    "model_unreachable": "The model server could not be reached.",
+    "model_error": "The model server failed while answering.",
+    "model_stalled": "The model server stopped sending anything.",
+    "context_exceeded": "The conversation is too long for the model.",
+    "storage_unreachable": "Parlor could not reach its storage.",
+    "server_restarted": "Cut off when Parlor restarted.",
+    "lease_expired": "Cut off: the server writing it went away.",
+}
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """`text` with what db_api cannot store (NUL, lone UTF-16 surrogates) replaced by
+    U+FFFD, everything else kept. One character for one: offsets into the text hold."""
+    if "\x00" not in text:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            pass
+        else:
+            return text
+    return _UNSTORABLE.sub("\ufffd", text)
 
 
 class _Read(BaseModel):
@@ -39,10 +80,30 @@ class Message(_Read):
     generation_ms: float | None = None
     created_at: str = ""
     updated_at: str = ""
+    parent_id: uuid.UUID | None = None
+    # Grows with every write; a write must carry a greater one (db_api answers 409).
+    revision: int = 0
+    finish_reason: str | None = None
+    reason: str | None = None
+    model: str | None = None
+    # chat_ui's own, never stored: this final state is held in memory because db_api
+    # has not taken it yet (it is retried until it does).
+    unsaved: bool = False
 
     @property
     def running(self) -> bool:
         return self.role == "assistant" and self.status in RUNNING
+
+    @property
+    def end_note(self) -> str:
+        """Why an interrupted or failed answer ended, in words."""
+        if self.status == "error":
+            return self.error or REASON_TEXT.get(self.reason or "", "The answer failed.")
+        if self.status == "interrupted":
+            if self.reason in REASON_TEXT:
+                return REASON_TEXT[self.reason]
+            return f"Stopped — {self.error}" if self.error else "Stopped."
+        return ""
 
 
 class ChatSummary(_Read):
@@ -72,6 +133,17 @@ class Chat(ChatSummary):
     def running(self) -> bool:
         return any(m.running for m in self.messages)
 
+    @property
+    def unsaved(self) -> bool:
+        return any(m.unsaved for m in self.messages)
+
+
+class Turn(_Read):
+    """What POST /chats/{id}/turns answers: the stored question and its pending answer."""
+
+    user: Message
+    assistant: Message
+
 
 class MessagePatch(BaseModel):
     """A write to one message (PATCH /messages/{id}): only the fields set are sent, and a
@@ -82,10 +154,13 @@ class MessagePatch(BaseModel):
     content: str | None = None
     status: Status | None = None
     error: str | None = None
+    reason: Reason | None = None
+    finish_reason: FinishReason | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     ttft_ms: float | None = None
     generation_ms: float | None = None
+    revision: int | None = None
 
     def body(self) -> dict[str, object]:
         return self.model_dump(mode="json", exclude_unset=True)

@@ -12,9 +12,17 @@ import logging
 from dataclasses import dataclass
 from uuid import UUID
 
-from chat_ui.clients import DbApi, DbRejected, DbUnavailable, NotFound
+from chat_ui.clients import DbApi, DbRejected, DbUnavailable, NotFound, Stale
 from chat_ui.config import Settings
-from chat_ui.contracts import Chat, ChatPatch, ChatSummary, Message, MessagePatch
+from chat_ui.contracts import (
+    Chat,
+    ChatPatch,
+    ChatSummary,
+    Message,
+    MessagePatch,
+    Reason,
+    storable,
+)
 from chat_ui.generation import Generation, Generations
 
 log = logging.getLogger("chat_ui.conversation")
@@ -25,20 +33,22 @@ STORAGE_AWAY = (
     "Your text is kept below: send it again in a moment."
 )
 
-# What Retry writes before answering again: the failed attempt leaves no trace.
+# What Retry writes (after reopening the answer) before answering again: the failed
+# attempt leaves no trace.
 RETRY_RESET = MessagePatch(
     content="",
     status="pending",
     error=None,
+    reason=None,
+    finish_reason=None,
     prompt_tokens=None,
     completion_tokens=None,
     ttft_ms=None,
     generation_ms=None,
 )
-# What an answer that no generation will finish becomes.
-ORPHANED = MessagePatch(
-    status="interrupted", error="The answer was cut off when the server restarted."
-)
+# What an answer that no generation will finish is ended with.
+ORPHANED_REASON: Reason = "server_restarted"
+ORPHANED_ERROR = "The answer was cut off when Parlor restarted."
 
 
 class Refused(Exception):
@@ -108,17 +118,42 @@ class Conversation:
         return await self._db.get_chat(self.owner, chat_id)
 
     async def reconcile(self, chat: Chat) -> Chat:
-        """Mark the answers that no generation of this process is writing (chat_ui
-        restarted mid-answer) as interrupted, their partial text kept: nobody will ever
-        finish them, and restarting one silently could answer twice. The person gets the
-        Retry button instead. This assumes one chat_ui process owns the generations."""
+        """Show each running answer as it truly stands. One this process has finished but
+        not stored yet (storage was away) is shown from memory, marked unsaved. One that
+        no generation of this process is writing (chat_ui restarted mid-answer) is ended
+        as interrupted with its partial text: nobody will ever finish it, and restarting
+        it silently could answer twice; the person gets the Retry button instead. db_api
+        refuses that (409) while another live process holds the answer's lease."""
         for msg in chat.messages:
-            if msg.running and self._generations.get(msg.id, self.owner) is None:
-                with contextlib.suppress(NotFound):
-                    chat.replace(await self._db.update_message(self.owner, msg.id, ORPHANED))
+            if not msg.running:
+                continue
+            gen = self._generations.get(msg.id, self.owner)
+            if gen is not None:
+                if gen.finished.is_set() and gen.final is not None:
+                    chat.replace(gen.final)
+                continue
+            try:
+                chat.replace(
+                    await self._db.expire(self.owner, msg.id, ORPHANED_REASON, ORPHANED_ERROR)
+                )
+            except Stale as exc:
+                if exc.stored is not None:
+                    chat.replace(exc.stored)
+            except NotFound:
+                pass
         return chat
 
     async def message(self, chat_id: UUID, message_id: UUID) -> Message:
+        """One message as it stands; an answer finished here is answered from memory
+        (so an answer whose saving is pending shows even while storage is away)."""
+        gen = self._generations.get(message_id, self.owner)
+        if (
+            gen is not None
+            and gen.chat_id == chat_id
+            and gen.finished.is_set()
+            and gen.final is not None
+        ):
+            return gen.final
         message = (await self.load(chat_id)).find(message_id)
         if message is None:
             raise NotFound(str(message_id))
@@ -162,7 +197,10 @@ class Conversation:
         """The generation writing this answer in this process, if any."""
         return self._generations.get(message_id, self.owner)
 
-    def _check(self, content: str) -> None:
+    def _cleaned(self, content: str) -> str:
+        """The message as it will be stored, or SendRefused (text kept)."""
+        # Browsers send a textarea's line breaks as CRLF; the limit counts what was typed.
+        content = storable(content.replace("\r\n", "\n"))
         limit = self._settings.max_message_chars
         if not content.strip():
             raise SendRefused(422, "Type a message first.", content)
@@ -172,10 +210,11 @@ class Conversation:
                 f"Messages are at most {limit} characters (this one has {len(content)}).",
                 content,
             )
+        return content
 
     async def start_chat(self, content: str) -> Sent:
         """A new chat with its first message (so no empty chat is left behind)."""
-        self._check(content)
+        content = self._cleaned(content)
         try:
             chat = await self.new_chat()
         except DbUnavailable as exc:
@@ -188,11 +227,11 @@ class Conversation:
             raise
 
     async def send(self, chat_id: UUID, content: str) -> Sent:
-        """Store the person's message, then a pending answer, title a new chat and start
-        answering. Raises SendRefused (text kept) or NotFound. One answer at a time in a
-        chat: while one is written, a new message is refused (its text kept); the page
-        disables Send meanwhile."""
-        self._check(content)
+        """Store the person's message and a pending answer (one transaction), title a
+        new chat and start answering. Raises SendRefused (text kept) or NotFound. One
+        answer at a time in a chat: while one is written, a new message is refused (its
+        text kept); the page disables Send meanwhile."""
+        content = self._cleaned(content)
         try:
             chat = await self.load(chat_id)
             if chat.running:
@@ -203,10 +242,7 @@ class Conversation:
                     content,
                 )
             # The person's text is stored before anything is sent to the model.
-            user = await self._db.add_message(self.owner, chat_id, "user", content)
-            answer = await self._db.add_message(
-                self.owner, chat_id, "assistant", "", status="pending"
-            )
+            turn = await self._db.add_turn(self.owner, chat_id, content)
         except DbUnavailable as exc:
             raise SendRefused(503, STORAGE_AWAY, content) from exc
         except DbRejected as exc:
@@ -219,16 +255,16 @@ class Conversation:
                 chat.title = titled.title
             except (DbUnavailable, DbRejected) as exc:
                 log.warning("could not title chat %s: %s", chat_id, exc)
-        chat.messages = [*chat.messages, user, answer]
-        self._generations.start(self.owner, chat, answer.id)
-        return Sent(chat=chat, user=user, answer=answer)
+        chat.messages = [*chat.messages, turn.user, turn.assistant]
+        self._generations.start(self.owner, chat, turn.assistant)
+        return Sent(chat=chat, user=turn.user, answer=turn.assistant)
 
     async def stop(self, chat_id: UUID, message_id: UUID) -> Message:
         """Stop a running answer (its partial text kept); the answer as it now stands."""
         gen = await self._generations.stop(message_id, self.owner)
         if gen is not None and gen.chat_id == chat_id and gen.final is not None:
             return gen.final
-        # Already finished (or orphaned, which load marks interrupted): as it stands.
+        # Already finished (or orphaned, which load ends): as it stands.
         return await self.message(chat_id, message_id)
 
     async def retry(self, chat_id: UUID, message_id: UUID) -> Message:
@@ -241,9 +277,16 @@ class Conversation:
             raise Refused(409, "Nothing to retry", "Only an answer can be retried.")
         if message.running:
             return message
+        if message.unsaved:
+            raise Refused(409, "Still saving", "This answer is not stored yet: retry once it is.")
         if message.status == "complete":
             raise Refused(409, "Already answered", "This answer is complete.")
-        message = await self._db.update_message(self.owner, message_id, RETRY_RESET)
+        try:
+            reopened = await self._db.reopen(self.owner, message_id)
+        except Stale as exc:
+            raise Refused(409, "Already answering", "This answer is being written.") from exc
+        reset = RETRY_RESET.model_copy(update={"revision": reopened.revision + 1})
+        message = await self._db.update_message(self.owner, message_id, reset)
         chat.replace(message)
-        self._generations.start(self.owner, chat, message.id)
+        self._generations.start(self.owner, chat, message)
         return message

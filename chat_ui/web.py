@@ -15,6 +15,7 @@ from starlette.responses import RedirectResponse, Response
 from chat_ui.contracts import RUNNING, Chat, Message
 from chat_ui.conversation import Conversation, SendRefused, chat_title
 from chat_ui.markdown_stream import answer_so_far
+from chat_ui.middleware import RESCUE_FACTOR
 from chat_ui.render import age, group_by_date, markdown_html, theme_of, zone_of
 from chat_ui.session import Session, SessionCodec
 
@@ -106,6 +107,9 @@ async def chat_page(
     ctx = {
         "chats": await conv.chats(),
         "chat": chat,
+        # Without JavaScript the page reloads itself only while an answer waits for its
+        # save (storage away, rare); running answers stream into the page instead.
+        "refresh": chat is not None and chat.unsaved,
         "composer_text": composer_text,
         "composer_error": composer_error,
     }
@@ -159,7 +163,10 @@ def check_origin(request: Request) -> None:
 async def checked_form(request: Request) -> FormData:
     """The request's form, after the Origin and CSRF token checks (a FastAPI dependency)."""
     check_origin(request)
-    form = await request.form()
+    # Starlette's own cap on one field (1 MiB) would refuse a long message the byte
+    # limit let through: BodyLimit has bounded the body already.
+    limit = int(request.app.state.settings.body_limit * RESCUE_FACTOR)
+    form = await request.form(max_part_size=limit)
     token = request.headers.get("x-csrf-token") or form.get("csrf_token")
     if not isinstance(token, str) or not session_of(request).csrf_ok(token):
         raise CsrfError

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from html import escape
 from uuid import UUID
 
 from fastapi import APIRouter, Request
@@ -15,6 +16,7 @@ from chat_ui.clients import DbUnavailable, NotFound
 from chat_ui.contracts import Message
 from chat_ui.conversation import SendRefused
 from chat_ui.generation import Generation
+from chat_ui.generation import Update as FollowUpdate
 from chat_ui.markdown_stream import MarkdownStream, block_html, live_html, sync_html
 from chat_ui.web import (
     bubble,
@@ -53,28 +55,39 @@ async def send(
     )
 
 
+@router.get("/chats/{chat_id}/messages/{message_id}")
+async def show_message(
+    request: Request, chat_id: UUID, message_id: UUID, conv: deps.Conversation
+) -> Response:
+    """One message's bubble as it now stands (what an answer awaiting its save polls)."""
+    message = await conv.message(chat_id, message_id)
+    if not is_htmx(request):
+        return redirect(request, f"/chats/{chat_id}")
+    return finish(request, HTMLResponse(bubble(request, message)))
+
+
 @router.get("/chats/{chat_id}/messages/{message_id}/stream")
 async def stream(
     request: Request,
     chat_id: UUID,
     message_id: UUID,
+    offset: deps.StreamOffset,
     conv: deps.MaybeConversation,
     stats: deps.Metrics,
-    after: int = 0,
 ) -> Response:
-    """Replay the answer's text after `after` (or Last-Event-ID), follow it, then `done`."""
-    offset = after
-    last_id = request.headers.get("last-event-id", "")
-    if last_id.isdigit():
-        offset = int(last_id)  # a reconnect resumes exactly where the browser stopped
-    offset = max(0, offset)
+    """Replay the answer's text after `after` (or Last-Event-ID), follow it, then `done`.
+
+    `notice` events say what the answer is waiting for (a silent model server, storage
+    away); they carry no id, so a reconnect resumes from the last text received."""
     if conv is None:
         return _closing_stream(
             '<p class="msg-error" role="alert">Your session ended: reload the page.</p>'
         )
     gen = conv.live(message_id)
+    if gen is not None and gen.chat_id != chat_id:
+        gen = None
     final: Message | None = None
-    if gen is None:
+    if gen is None or gen.finished.is_set():
         try:
             final = await conv.message(chat_id, message_id)
         except NotFound:
@@ -84,6 +97,7 @@ async def stream(
         except DbUnavailable:
             # The browser retries with back-off; the answer shows up once db_api is back.
             return HTMLResponse("db_api unavailable", status_code=503)
+        gen = None
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         nonlocal final
@@ -109,14 +123,17 @@ async def _rendered(
     last block once the answer is complete, so that `done` changes nothing visible."""
     md, shown = MarkdownStream.resume(gen.text[:offset])
     yield ServerSentEvent(data=sync_html(message_id, shown), event="sync")
-    async for piece, new_offset in gen.follow(offset):
-        update = md.feed(piece)
-        if update.replace:
-            yield ServerSentEvent(
-                data=block_html(message_id, update), event="block", id=str(new_offset)
-            )
-        elif update.tail:
-            yield ServerSentEvent(data=update.tail, event="token", id=str(new_offset))
+    async for change in gen.follow(offset):
+        if change.text:
+            update = md.feed(change.text)
+            if update.replace:
+                yield ServerSentEvent(
+                    data=block_html(message_id, update), event="block", id=str(change.offset)
+                )
+            elif update.tail:
+                yield ServerSentEvent(data=update.tail, event="token", id=str(change.offset))
+        if change.notice is not None:
+            yield ServerSentEvent(data=escape(change.notice), event="notice")
     last = md.close()
     if last.replace:
         yield ServerSentEvent(data=block_html(message_id, last), event="block")
@@ -154,17 +171,18 @@ async def live(request: Request, chat_id: UUID, conv: deps.Conversation) -> Resp
     async def body() -> AsyncIterator[str]:
         yield head
         pieces = aiter(gen.follow(offset))
-        step: asyncio.Future[tuple[str, int]] | None = None
+        step: asyncio.Future[FollowUpdate] | None = None
         try:
             while True:
                 step = asyncio.ensure_future(anext(pieces))
                 while not (await asyncio.wait({step}, timeout=LIVE_KEEPALIVE_S))[0]:
                     yield "<!-- -->"
                 try:
-                    piece, _ = step.result()
+                    change = step.result()
                 except StopAsyncIteration:
                     break
-                yield live_html(md.feed(piece))
+                if change.text:
+                    yield live_html(md.feed(change.text))
         finally:
             if step is not None:
                 step.cancel()  # the browser went away: stop following (the answer goes on)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -27,7 +29,11 @@ async def login_page(request: Request) -> Response:
 
 @router.post("/login")
 async def login(
-    request: Request, form: deps.CheckedForm, session: deps.Session, settings: deps.Settings
+    request: Request,
+    form: deps.CheckedForm,
+    session: deps.Session,
+    sessions: deps.Sessions,
+    settings: deps.Settings,
 ) -> Response:
     raw = form_text(form, "name")
     limit = settings.max_name_chars
@@ -39,13 +45,23 @@ async def login(
             else "Please type a name."
         )
         return page(request, "login.html", {"error": error, "name": raw[: limit * 2]}, status=422)
-    set_session(request, logged_in(session, name))
+    owner = replace(session, name=name).owner
+    assert owner is not None
+    # Every login is a new server-side session; a login it replaces ends.
+    sid = await sessions.open(owner)
+    if session.owner is not None:
+        await sessions.close(session.owner, session.sid)
+    set_session(request, logged_in(session, name, sid))
     return redirect(request, "/chats")
 
 
 @router.post("/logout")
-async def logout(request: Request, form: deps.CheckedForm, session: deps.Session) -> Response:
-    # The browser key stays in the cookie: logging in again with the same name finds the
-    # same chats.
+async def logout(
+    request: Request, form: deps.CheckedForm, session: deps.Session, sessions: deps.Sessions
+) -> Response:
+    # Ends the login for every copy of the cookie. The browser key stays in the cookie:
+    # logging in again with the same name finds the same chats.
+    if session.owner is not None:
+        await sessions.close(session.owner, session.sid)
     set_session(request, logged_out(session))
     return redirect(request, "/")

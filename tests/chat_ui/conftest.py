@@ -207,6 +207,7 @@ def fake_lm() -> Iterator[FakeLm]:
     lm = FakeLm()
     yield lm
     lm.release()  # never leave a held stream (and its waiting thread) behind
+    lm.release_again()
 
 
 @pytest.fixture
@@ -227,6 +228,7 @@ def make_ui(fake_db: FakeDb, fake_lm: FakeLm) -> Iterator[Callable[..., LiveServ
 
     yield make
     fake_lm.release()
+    fake_lm.release_again()
     for server in servers:
         server.stop()
 

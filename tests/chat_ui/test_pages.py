@@ -180,7 +180,7 @@ def _seed_history(fake_db: FakeDb, chat: str, pairs: int, size: int) -> None:
     import httpx
 
     owner = fake_db.chats[chat]["owner"]
-    client = httpx.Client(transport=fake_db.transport(), base_url="http://db")
+    client = httpx.Client(transport=fake_db.sync_transport(), base_url="http://db")
     for i in range(pairs):
         for role in ("user", "assistant"):
             client.post(
@@ -249,12 +249,26 @@ def test_context_exceeded_retries_once_with_less_history(
     assert second["messages"][-1]["content"] == "q"
 
 
-def test_context_exceeded_twice_is_a_readable_error(
+def test_context_exceeded_to_the_end_is_a_readable_error(
     ada: Browser, fake_lm: FakeLm, fake_db: FakeDb
 ) -> None:
+    """Refused every time: older turns are dropped at each try, down to the question
+    alone (never the same prompt twice), then the error says why."""
     chat = ada.new_chat()
-    fake_lm.refusals = [(400, "context_length_exceeded", "prompt too long")] * 2
+    _seed_history(fake_db, chat, pairs=10, size=3000)
+    fake_lm.refusals = [(400, "context_length_exceeded", "prompt too long")] * 50
     ada.send(chat, "q")
-    _, done = ada.follow(chat, message_ids(ada.get(f"/chats/{chat}").text)[-1])
+    mid = message_ids(ada.get(f"/chats/{chat}").text)[-1]
+    _, done = ada.follow(chat, mid)
     assert 'data-status="error"' in done.data and "prompt too long" in done.data
-    assert len(fake_lm.requests) == 2
+    assert fake_db.messages[mid]["reason"] == "context_exceeded"
+    sizes = [len(r["messages"]) for r in fake_lm.requests]
+    assert len(sizes) >= 2 and sizes == sorted(set(sizes), reverse=True)
+    assert fake_lm.requests[-1]["messages"][1:] == [{"role": "user", "content": "q"}]
+    # With nothing left to drop, the question alone is asked once.
+    fake_lm.requests.clear()
+    fake_lm.refusals = [(400, "context_length_exceeded", "prompt too long")] * 2
+    lone = ada.new_chat()
+    ada.send(lone, "q")
+    _, done = ada.follow(lone, message_ids(ada.get(f"/chats/{lone}").text)[-1])
+    assert 'data-status="error"' in done.data and len(fake_lm.requests) == 1
