@@ -17,11 +17,12 @@ the end of the answer changes nothing visible.
 Cost: linear in the answer's length. Only complete lines are parsed, and only when a line
 could have closed the open block: a closing fence closes a fence; a blank line closes a
 paragraph, a quote or a table; a line less indented than a list item's text, not the list's
-next item, may close a list (after a blank line, or when it starts a block). Everything else (the text of a long code block, a list's items, a
-paragraph's plain lines) appends to the tail without any parsing. A parse that finds nothing
-complete makes the next guessed parse wait until the tail has grown by half, so repeated
-false alarms stay linear too. A parse covers the open tail only, never the blocks already
-rendered, and each block is rendered once.
+next item, may close a list (after a blank line, or when it starts a block). Everything
+else (the text of a long code block, a list's items, a paragraph's plain lines) appends to
+the tail without any parsing. A parse that finds nothing complete makes the next guessed
+parse wait until the tail has grown by half, so repeated false alarms stay linear too. A
+parse covers the open tail only, never the blocks already rendered, and each block is
+rendered once.
 
 Why a complete block never changes later: in CommonMark a block, once closed, stays
 closed, and with link reference definitions off (render.py) nothing written later reaches
