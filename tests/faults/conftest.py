@@ -25,7 +25,9 @@ UI_ENV = {
     "CHAT_UI_FLUSH_INTERVAL_S": "0.2",
     "CHAT_UI_SAVE_RETRY_MAX_S": "1",
     "CHAT_UI_LM_QUIET_S": "1",
-    "CHAT_UI_LM_STALL_S": "4",
+    # Above lm_api's keep-alive (every 15 s), which a frozen process no longer sends; a
+    # first answer after a restart may take several seconds before its first token.
+    "CHAT_UI_LM_STALL_S": "20",
 }
 
 

@@ -284,6 +284,10 @@ class Visitor:
                 return True
         return False
 
+    def midway(self, answer: Answer, events: Iterator[Any], chars: int = 12) -> bool:
+        """Read until `chars` of the answer are streamed; False if it ended before."""
+        return self.follow(answer, events, until_chars=chars) and answer.done_status is None
+
     def owner(self) -> str:
         """The owner key db_api scopes this visitor's chats by (from its cookie)."""
         data = URLSafeTimedSerializer(SECRET, salt="parlor-session").loads(

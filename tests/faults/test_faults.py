@@ -40,7 +40,7 @@ def test_model_server_killed_mid_answer(healed: FaultStack, run: int) -> None:
     v = healed.visitor(f"lm-killed-{run}")
     answer = v.send(v.new_chat(), "Tell me a long story.")
     with v.events(answer) as events:
-        assert v.follow(answer, events, until_chars=MIDWAY)
+        assert v.midway(answer, events, MIDWAY), answer.done_html
         healed.lm.kill()
         assert v.follow(answer, events)
     assert (answer.done_status, answer.done_reason) == ("error", "model_unreachable")
@@ -54,7 +54,7 @@ def test_storage_killed_mid_answer_and_back_after_it_ends(healed: FaultStack, ru
     v = healed.visitor(f"db-killed-{run}")
     answer = v.send(v.new_chat(), "Tell me a long story.")
     with v.events(answer) as events:
-        assert v.follow(answer, events, until_chars=MIDWAY)
+        assert v.midway(answer, events, MIDWAY), answer.done_html
         healed.db.kill()
         assert v.follow(answer, events)
     # The whole answer was shown; the page says it is not saved yet.
@@ -114,7 +114,7 @@ def test_database_connections_terminated_mid_answer(healed: FaultStack, run: int
     engine = sa.create_engine(healed.database_url, isolation_level="AUTOCOMMIT")
     try:
         with v.events(answer) as events:
-            assert v.follow(answer, events, until_chars=MIDWAY)
+            assert v.midway(answer, events, MIDWAY), answer.done_html
             with engine.connect() as conn:
                 killed = conn.execute(
                     sa.text(
@@ -138,7 +138,7 @@ def test_chat_ui_killed_mid_answer(healed: FaultStack, run: int) -> None:
     owner = v.owner()
     try:
         with v.events(answer) as events:
-            assert v.follow(answer, events, until_chars=MIDWAY)
+            assert v.midway(answer, events, MIDWAY), answer.done_html
             # Killed once part of the answer is stored (what a restart can show).
             eventually(lambda: healed.storage.message(owner, answer.message_id)["content"])
             healed.ui.kill()
@@ -163,7 +163,7 @@ def test_browser_disconnects_mid_answer(healed: FaultStack, run: int) -> None:
     v = healed.visitor(f"gone-{run}")
     answer = v.send(v.new_chat(), "Tell me a long story.")
     with v.events(answer) as events:
-        assert v.follow(answer, events, until_chars=MIDWAY)
+        assert v.midway(answer, events, MIDWAY), answer.done_html
     # Nobody is listening: the answer goes on and is stored whole.
     stored = stored_turn(healed, v, answer)
     assert stored["status"] == "complete" and stored["completion_tokens"]
@@ -178,7 +178,7 @@ def test_model_server_stalls_mid_answer(healed: FaultStack, run: int) -> None:
     v = healed.visitor(f"lm-stalled-{run}")
     answer = v.send(v.new_chat(), "Tell me a long story.")
     with v.events(answer) as events:
-        assert v.follow(answer, events, until_chars=MIDWAY)
+        assert v.midway(answer, events, MIDWAY), answer.done_html
         healed.lm.pause()
         try:
             assert v.follow(answer, events)
