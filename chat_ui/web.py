@@ -11,6 +11,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
+from chat_ui import trusted_identity
 from chat_ui.clients import DbApi, LmApi
 from chat_ui.config import Settings
 from chat_ui.generation import RUNNING, Generations
@@ -65,7 +66,8 @@ def session_of(request: Request) -> Session:
     if not hasattr(request.state, "session"):
         codec: SessionCodec = request.app.state.session_codec
         request.state.session, request.state.session_dirty = codec.load(request)
-    return request.state.session
+    # Signed in by an authenticating proxy's header, when trusted (never saved in the cookie).
+    return trusted_identity.apply(request, request.state.session)
 
 
 def set_session(request: Request, session: Session) -> None:
