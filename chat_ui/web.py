@@ -12,6 +12,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
+from chat_ui import trusted_identity
 from chat_ui.contracts import RUNNING, Chat, Message
 from chat_ui.conversation import Conversation, SendRefused, chat_title
 from chat_ui.markdown_stream import answer_so_far
@@ -45,8 +46,8 @@ def session_of(request: Request) -> Session:
     if not hasattr(request.state, "session"):
         codec: SessionCodec = request.app.state.session_codec
         request.state.session, request.state.session_dirty = codec.load(request)
-    session: Session = request.state.session
-    return session
+    # Signed in by an authenticating proxy's header, when trusted (never saved in the cookie).
+    return trusted_identity.apply(request, request.state.session)
 
 
 def set_session(request: Request, session: Session) -> None:
