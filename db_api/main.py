@@ -44,6 +44,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Parlor db_api",
         summary="Chats (message trees), presets and sessions, scoped by owner",
+        description=(
+            "Every call but /health and /metrics is scoped by X-Owner (another owner's "
+            "object is a 404). Unknown body fields and unknown query parameters are "
+            "refused with 422 on every route."
+        ),
         version="2",
         lifespan=lifespan,
         # Unknown query parameters are refused (422) on every route.
