@@ -131,6 +131,10 @@ class Conversation:
             if gen is not None:
                 if gen.finished.is_set() and gen.final is not None:
                     chat.replace(gen.final)
+                elif len(gen.text) > len(msg.content):
+                    # The stored partial lags by up to a flush interval: a reload shows the
+                    # text as this process has it, and the stream follows on from there.
+                    chat.replace(msg.model_copy(update={"content": gen.text}))
                 continue
             try:
                 chat.replace(

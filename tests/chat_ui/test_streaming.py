@@ -118,18 +118,22 @@ def test_two_listeners_one_joining_mid_stream_see_the_text_once(
     assert len(fake_lm.requests) == 1  # one generation, however many listeners
 
 
-def test_reload_before_any_flush_replays_everything(
-    make_ui: Callable[..., LiveServer], fake_lm: FakeLm
+def test_reload_before_any_flush_shows_the_text_so_far(
+    make_ui: Callable[..., LiveServer], fake_lm: FakeLm, fake_db: FakeDb
 ) -> None:
-    # Nothing flushed yet: the page shows an empty bubble and the stream replays it all.
+    # Nothing flushed yet: storage holds an empty answer, but the page shows the text as
+    # this process has it, and its stream follows on from there.
     server = make_ui(flush_interval_s=3600)
     b = Browser(server.url)
     try:
         b.login("Ada")
         chat, mid = start(b, fake_lm)
+        assert all(
+            m["content"] == "" for m in fake_db.messages.values() if m["role"] == "assistant"
+        )
         page = b.get(f"/chats/{chat}").text
-        assert f'<div class="md-tail" id="tail-{mid}"></div>' in page
-        assert f"/chats/{chat}/messages/{mid}/stream?after=0" in page
+        assert f'<div class="md-tail" id="tail-{mid}">Hello, </div>' in page
+        assert f"/chats/{chat}/messages/{mid}/stream?after=7" in page
         assert "http-equiv" not in page  # no refreshing
         shown, done = b.follow_live(chat, mid, fake_lm.release)
         assert shown.text.strip() == FULL and shown.blocks == final_body(done)
