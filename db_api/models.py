@@ -70,7 +70,11 @@ def _in(column: str, values: tuple[str, ...]) -> str:
 class Chat(Base):
     __tablename__ = "chats"
     # The sidebar lists one owner's chats by most recent activity.
-    __table_args__ = (sa.Index("ix_chats_owner_updated_at", "owner", "updated_at"),)
+    __table_args__ = (
+        sa.Index("ix_chats_owner_updated_at", "owner", "updated_at"),
+        # Where an imported chat came from: importing the same file twice adds nothing.
+        sa.Index("ux_chats_owner_import_key", "owner", "import_key", unique=True),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
     owner: Mapped[str] = mapped_column(sa.String(128))
@@ -79,6 +83,7 @@ class Chat(Base):
     model: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    import_key: Mapped[str | None] = mapped_column(sa.String(300))
 
 
 class Message(Base):
