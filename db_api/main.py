@@ -19,7 +19,7 @@ from starlette.routing import compile_path
 from db_api.config import Settings
 from db_api.db import head_revision, make_engine, make_sessionmaker
 from db_api.metrics import MetricsMiddleware, RequestMetrics
-from db_api.routes import chats, messages, ops, search
+from db_api.routes import chats, messages, ops, search, transfer
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(messages.router)
     app.include_router(ops.router)
     app.include_router(search.router)
+    app.include_router(transfer.router)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(405, _method_not_allowed)
     _add_database_error_handlers(app)

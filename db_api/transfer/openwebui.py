@@ -27,8 +27,11 @@ def _chat_of(item: dict[str, Any]) -> dict[str, Any] | None:
     inner = item.get("chat")
     if isinstance(inner, dict):
         return inner
+    messages = item.get("messages")
     if isinstance(item.get("history"), dict) or (
-        isinstance(item.get("messages"), list) and "mapping" not in item
+        isinstance(messages, list)
+        and messages
+        and all(isinstance(m, dict) and "role" in m for m in messages)
     ):
         return item
     return None

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from db_api.transfer.schema import FORMAT, VERSION, ExportChat, ExportFile
-from db_api.transfer.tree import ChatDraft, DraftMessage, ImportRejected
+from db_api.transfer.tree import ChatDraft, DraftMessage, ImportRejected, plausible
 
 SOURCE = "parlor"
 MAX_REPORTED_ERRORS = 5
@@ -50,8 +50,8 @@ def convert(chat: ExportChat, index: int) -> ChatDraft:
             parent=str(m.parent_id) if m.parent_id is not None else None,
             role=m.role,
             content=m.content,
-            created_at=m.created_at,
-            updated_at=m.updated_at,
+            created_at=plausible(m.created_at),
+            updated_at=plausible(m.updated_at),
             status=m.status,
             error=m.error,
             reason=m.reason,
@@ -77,8 +77,8 @@ def convert(chat: ExportChat, index: int) -> ChatDraft:
         system_prompt=chat.system_prompt,
         model=chat.model,
         params=chat.params,
-        created_at=chat.created_at,
-        updated_at=chat.updated_at,
+        created_at=plausible(chat.created_at),
+        updated_at=plausible(chat.updated_at),
         import_key=chat.import_key,
         original_id=chat.id,
     )

@@ -93,11 +93,15 @@ def parse(data: bytes, limits: Limits) -> Any:
         raise too_large(limits.max_bytes)
     check_depth(data, limits.max_depth)
     try:
-        return json.loads(data)
+        return json.loads(data, parse_constant=_not_json)
     except RecursionError:
         raise ImportRejected(422, "the JSON is nested too deeply; nothing was imported") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, huge integers
         raise ImportRejected(400, f"not a JSON file ({exc}); nothing was imported") from None
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def drafts(data: Any, limits: Limits) -> tuple[str, Iterator[ChatDraft]]:

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-FORMAT = "parlor-chats"
-VERSION = 1
+FORMAT: Final[Literal["parlor-chats"]] = "parlor-chats"
+VERSION: Final[Literal[1]] = 1
 SCHEMA_FILE = "docs/export-schema-v1.json"
 INT32_MAX = 2_147_483_647
+MAX_MS = 86_400_000.0
 
 
 class ExportMessage(BaseModel):
@@ -53,8 +54,10 @@ class ExportMessage(BaseModel):
     plan: str | None = Field(default=None, description="Plan mode's plan for this answer.")
     prompt_tokens: int | None = Field(default=None, ge=0, le=INT32_MAX)
     completion_tokens: int | None = Field(default=None, ge=0, le=INT32_MAX)
-    ttft_ms: float | None = Field(default=None, ge=0, description="Time to the first token.")
-    generation_ms: float | None = Field(default=None, ge=0)
+    ttft_ms: float | None = Field(
+        default=None, ge=0, le=MAX_MS, allow_inf_nan=False, description="Time to the first token."
+    )
+    generation_ms: float | None = Field(default=None, ge=0, le=MAX_MS, allow_inf_nan=False)
     created_at: AwareDatetime
     updated_at: AwareDatetime | None = None
 
@@ -106,6 +109,27 @@ class ExportFile(BaseModel):
 
 def json_schema() -> dict[str, Any]:
     return ExportFile.model_json_schema()
+
+
+def inline_schema() -> dict[str, Any]:
+    """The schema with its $defs written in place (for the OpenAPI document, where
+    `#/$defs/...` would not resolve); the models are not recursive."""
+    schema = json_schema()
+    definitions = schema.pop("$defs", {})
+    schema.pop("$schema", None)
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(definitions[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    result: dict[str, Any] = resolve(schema)
+    return result
 
 
 def main() -> None:

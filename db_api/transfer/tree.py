@@ -158,6 +158,41 @@ def optional_text(value: object) -> str | None:
     return clean_text(value) if isinstance(value, str) else None
 
 
+def plausible(when: datetime | None) -> datetime | None:
+    """`when` in UTC when it is a plausible time for a chat, else None (unknown)."""
+    if when is None:
+        return None
+    try:
+        when = when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+    except (OverflowError, ValueError):
+        return None
+    return when if _EARLIEST <= when <= _LATEST else None
+
+
+MAX_PARAMS_CHARS = 10_000
+
+
+def clean_json(value: Any) -> Any:
+    """A JSON value with its text storable (see clean_text), keys included."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(str(k)): clean_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean_json(item) for item in value]
+    return value
+
+
+def message_params(value: object) -> dict[str, Any] | None:
+    """A message's generation settings as given, when they are a small JSON object."""
+    if not isinstance(value, dict):
+        return None
+    cleaned: dict[str, Any] = clean_json(value)
+    if len(json.dumps(cleaned, ensure_ascii=False, default=str)) > MAX_PARAMS_CHARS:
+        return None
+    return cleaned
+
+
 def to_datetime(value: object) -> datetime | None:
     """A time from a file: Unix seconds (or milliseconds, or microseconds, told apart
     by size) or ISO 8601 text; None when absent or not a plausible time."""
@@ -182,9 +217,7 @@ def to_datetime(value: object) -> datetime | None:
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
         when = when.astimezone(UTC)
-    if when is None or not _EARLIEST <= when <= _LATEST:
-        return None
-    return when
+    return plausible(when)
 
 
 def chat_params(raw: object) -> dict[str, Any]:
@@ -375,7 +408,7 @@ def prepare(draft: ChatDraft, limits: Limits, *, now: datetime) -> PreparedChat 
                 reason=reason,
                 finish_reason=source.finish_reason,
                 model=optional_text(source.model),
-                params=source.params,
+                params=message_params(source.params),
                 plan=optional_text(source.plan),
                 prompt_tokens=source.prompt_tokens,
                 completion_tokens=source.completion_tokens,
