@@ -189,7 +189,7 @@ async def import_file(request: Request, owner: OwnerDep, settings: SettingsDep) 
         # Every chat is checked before the first one is written: a file refused whole
         # leaves nothing behind.
         prepared = [prepare(draft, limits, now=now) for draft in drafts]
-        if not prepared:
+        if source == reading.EMPTY:  # `[]`: no chats, and no telling what it is
             raise ImportRejected(422, "the file holds no chats")
         return importing.import_prepared(request.app.state.sessionmaker, owner, source, prepared)
 

@@ -76,14 +76,27 @@ def _message_row(chat_id: uuid.UUID, message: PreparedMessage) -> dict[str, Any]
     return {name: value for name, value in row.items() if name in _MESSAGE_COLUMNS}
 
 
+def _held_ids(chat: PreparedChat) -> list[uuid.UUID]:
+    """Ids of chats that this one is a copy of: the exported chat itself, and the
+    Parlor chat its key names (a copy of a copy names the first one)."""
+    ids = [chat.original_id] if chat.original_id is not None else []
+    source, _, rest = chat.import_key.partition(":")
+    if source == "parlor":
+        try:
+            ids.append(uuid.UUID(rest))
+        except ValueError:
+            pass
+    return ids
+
+
 def _already_held(session: Session, owner: str, chat: PreparedChat) -> bool:
-    held = sa.select(Chat.id).where(Chat.owner == owner, Chat.import_key == chat.import_key)
-    if chat.original_id is not None:
-        held = sa.select(Chat.id).where(
-            Chat.owner == owner,
-            sa.or_(Chat.import_key == chat.import_key, Chat.id == chat.original_id),
-        )
-    return session.scalar(held.limit(1)) is not None
+    """Whether the owner holds this chat already: one imported under the same key, or
+    (for Parlor's own export) the very chat it was exported from."""
+    same = Chat.import_key == chat.import_key
+    ids = _held_ids(chat)
+    condition = sa.or_(same, Chat.id.in_(ids)) if ids else same
+    held = sa.select(Chat.id).where(Chat.owner == owner, condition).limit(1)
+    return session.scalar(held) is not None
 
 
 def write_chat(session: Session, owner: str, chat: PreparedChat) -> uuid.UUID | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import ValidationError
@@ -37,7 +38,9 @@ def read(data: dict[str, Any]) -> ExportFile:
             f"this Parlor reads export version {VERSION}; the file says {version!r}",
         )
     try:
-        return ExportFile.model_validate(data)
+        # Strict, from JSON text: times and ids must be text, counts integers, as the
+        # published schema says (lax validation would take 0 for a time, true for 1).
+        return ExportFile.model_validate_json(json.dumps(data), strict=True)
     except ValidationError as exc:
         raise _rejection(exc) from None
 

@@ -25,6 +25,7 @@ _CHUNK = 1024 * 1024
 # A JSON string (skipped whole, escapes included) or a bracket.
 _STRUCTURE = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
 _OPENERS = frozenset(b"[{")
+EMPTY = "empty"
 
 
 def _mib(count: int) -> str:
@@ -113,7 +114,7 @@ def drafts(data: Any, limits: Limits) -> tuple[str, Iterator[ChatDraft]]:
     items = data if isinstance(data, list) else [data]
     _check_count(len(items), limits)
     if not items:
-        return "empty", iter(())
+        return EMPTY, iter(())
     for source in (chatgpt, openwebui):
         if source.looks_like(items[0]):
             for position, item in enumerate(items, 1):

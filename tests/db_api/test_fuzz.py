@@ -19,6 +19,7 @@ import pytest
 import schemathesis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from schemathesis.checks import positive_data_acceptance
 
 from db_api.db import upgrade_database
 from db_api.main import create_app
@@ -89,4 +90,7 @@ def test_api_conforms_and_never_fails(case: Any, fuzz_app: FastAPI) -> None:
     # Allow headers, valid data accepted, invalid data rejected, ...).
     # The token goes with every call, like the CLI's -H; the auth checks then verify
     # that a request without it is refused.
-    case.call_and_validate(headers=AUTH)
+    # A schema-valid import file can still be refused whole (a message that is its own
+    # parent, a repeated id: 422), which a JSON Schema cannot express.
+    excluded = [positive_data_acceptance] if case.operation.label == "POST /import" else []
+    case.call_and_validate(headers=AUTH, excluded_checks=excluded)
