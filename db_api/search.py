@@ -36,7 +36,7 @@ from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from db_api.models import Chat, Message
 
@@ -176,6 +176,25 @@ class Hit:
     hits: int
     snippet: list[dict[str, Any]]
     title_snippet: list[dict[str, Any]]
+    # Whether the message is on the branch the chat shows (else opening it at the
+    # message means choosing its branch first).
+    on_current_path: bool
+
+
+def _on_current_paths(session: Session, chat_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """The ids of the messages on the current branch of these chats (one recursive
+    query, walking up from each current leaf)."""
+    start = (
+        sa.select(Message.id, Message.parent_id)
+        .join(Chat, Chat.current_leaf_id == Message.id)
+        .where(Chat.id.in_(chat_ids))
+        .cte("path", recursive=True)
+    )
+    above = aliased(Message)
+    path = start.union_all(
+        sa.select(above.id, above.parent_id).join(start, above.id == start.c.parent_id)
+    )
+    return set(session.scalars(sa.select(path.c.id)))
 
 
 _RESULT_COLUMNS: dict[str, Any] = {
@@ -287,6 +306,7 @@ def search(session: Session, owner: str, query: str, *, limit: int, offset: int)
                 )
             )
         }
+        current = _on_current_paths(session, [row.chat_id for row in rows if row.message_id])
     hits: list[Hit] = []
     for row in rows:
         chat = chats[row.chat_id]
@@ -303,6 +323,7 @@ def search(session: Session, owner: str, query: str, *, limit: int, offset: int)
                 hits=int(row.hits),
                 snippet=snippet(content if content is not None else title, terms),
                 title_snippet=snippet(title, terms, width=len(title) + 1),
+                on_current_path=row.message_id is None or row.message_id in current,
             )
         )
     return hits

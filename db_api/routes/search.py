@@ -36,6 +36,7 @@ class SearchHit(BaseModel):
     hits: int
     snippet: list[Segment]
     title_snippet: list[Segment]
+    on_current_path: bool
 
 
 @router.get("/search", response_model=list[SearchHit])
@@ -49,7 +50,9 @@ def search_chats(
     """The owner's chats whose title or messages contain every word of `q` (each word
     also as the prefix of a longer one), best first: one row per chat, with its best
     message (`message_id` null when only the title matches), the number of its messages
-    that match (`hits`) and snippets as [{text, hit}] segments. `q` is plain text: any
+    that match (`hits`), whether that message is on the branch the chat shows
+    (`on_current_path`; else POST /chats/{id}/current selects it) and snippets as
+    [{text, hit}] segments. `q` is plain text: any
     punctuation separates words; with no word at all the answer is empty."""
     hits = search.search(session, owner, q, limit=limit, offset=offset)
     return [SearchHit.model_validate(asdict(hit)) for hit in hits]

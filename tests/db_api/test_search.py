@@ -4,6 +4,7 @@ hostile input answered with results or nothing, never an error."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -357,3 +358,31 @@ def test_rows_written_before_the_migration_are_indexed(database_url: str) -> Non
     with TestClient(create_app(make_settings(database_url))) as client:
         assert found(client, "legacy")[0]["chat_id"] == str(chat_id)
         assert found(client, "existed")[0]["message_id"] == str(message_id)
+
+
+def test_hits_say_whether_they_are_on_the_branch_shown(client: TestClient) -> None:
+    def node(key: str, parent: str | None, role: str, text: str, t: int) -> dict[str, Any]:
+        message = {
+            "author": {"role": role},
+            "create_time": 1_700_000_000 + t,
+            "content": {"content_type": "text", "parts": [text]},
+        }
+        return {"id": key, "parent": parent, "message": message}
+
+    conversation = {
+        "id": "branches",
+        "title": "Two answers",
+        "current_node": "second",
+        "mapping": {
+            "q": node("q", None, "user", "which proxy setting?", 1),
+            "first": node("first", "q", "assistant", "proxy_buffers alpha", 2),
+            "second": node("second", "q", "assistant", "proxy_buffering beta", 3),
+        },
+    }
+    response = client.post("/import", content=json.dumps([conversation]), headers=ALICE)
+    assert response.status_code == 200, response.text
+    (shown,) = found(client, "beta")
+    (hidden,) = found(client, "alpha")
+    assert shown["on_current_path"] is True and hidden["on_current_path"] is False
+    assert found(client, "which")[0]["on_current_path"] is True
+    assert found(client, "two answers")[0]["on_current_path"] is True  # the title
