@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from db_api import search
 from db_api.db import alembic_config, make_engine
 from db_api.main import create_app
+from db_api.models import Message
 from tests.db_api.conftest import ALICE, BOB, make_settings, new_chat, new_message
 
 
@@ -386,3 +387,43 @@ def test_hits_say_whether_they_are_on_the_branch_shown(client: TestClient) -> No
     assert shown["on_current_path"] is True and hidden["on_current_path"] is False
     assert found(client, "which")[0]["on_current_path"] is True
     assert found(client, "two answers")[0]["on_current_path"] is True  # the title
+
+
+def test_a_deleted_subtree_leaves_the_index(client: TestClient, migrated_url: str) -> None:
+    """Deleting a message deletes its subtree (ON DELETE CASCADE); every deleted message
+    leaves the index (the SQLite triggers fire for cascaded rows too)."""
+    chat = new_chat(client, ALICE, title="kept title")
+    root = new_message(client, ALICE, chat["id"], content="subtree root")
+    engine = make_engine(migrated_url)
+    try:
+        with engine.begin() as conn:
+            rows = [
+                {"id": uuid.uuid4(), "parent": uuid.UUID(root["id"]), "text": "child cascade"},
+            ]
+            rows.append({"id": uuid.uuid4(), "parent": rows[0]["id"], "text": "grandchild cascade"})
+            for row in rows:
+                now = datetime.now(UTC)
+                conn.execute(
+                    sa.insert(Message).values(
+                        id=row["id"],
+                        chat_id=uuid.UUID(chat["id"]),
+                        parent_id=row["parent"],
+                        role="user",
+                        content=row["text"],
+                        status="complete",
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+        assert len(found(client, "cascade")) == 1
+        assert found(client, "cascade")[0]["hits"] == 2
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM messages WHERE content = 'subtree root'"))
+            assert conn.scalar(sa.text("SELECT count(*) FROM messages")) == 0
+            if engine.dialect.name == "sqlite":  # only the title's row is left
+                assert conn.scalar(sa.text("SELECT count(*) FROM search_docs")) == 1
+                assert conn.scalar(sa.text("SELECT count(*) FROM search_fts")) == 1
+    finally:
+        engine.dispose()
+    assert found(client, "cascade") == [] and found(client, "subtree") == []
+    assert found(client, "kept")[0]["chat_id"] == chat["id"]
