@@ -17,6 +17,9 @@ from db_api.models import Chat, Message
 from db_api.transfer.tree import PreparedChat, PreparedMessage, Skipped
 
 ALREADY_IMPORTED = "already imported"
+# After an import this large, PostgreSQL's planner gets fresh statistics right away
+# rather than at autovacuum's next pass (a search planned on stale ones can be slow).
+ANALYZE_AFTER_MESSAGES = 1000
 _CHAT_COLUMNS = frozenset(Chat.__table__.columns.keys())
 _MESSAGE_COLUMNS = frozenset(Message.__table__.columns.keys())
 _REASONS = frozenset(
@@ -157,4 +160,8 @@ def import_prepared(
             report.imported.append(
                 {"id": chat_id, "title": chat.title, "messages": len(chat.messages)}
             )
+    if sum(chat["messages"] for chat in report.imported) >= ANALYZE_AFTER_MESSAGES:
+        with make_session() as session, session.begin():
+            if session.connection().dialect.name == "postgresql":
+                session.execute(sa.text("ANALYZE chats, messages"))
     return report

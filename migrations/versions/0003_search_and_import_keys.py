@@ -5,9 +5,11 @@ Revises: 0002
 Create Date: 2026-11-28
 
 Search (see db_api/search.py for why it is built this way):
-- PostgreSQL: GIN indexes over `to_tsvector('simple', translate(text, <ASCII punctuation>,
-  <spaces>))` of messages.content and chats.title. Expression indexes follow every
-  insert, update and delete by themselves.
+- PostgreSQL: generated columns `search_vector` (messages: of content; chats: of title)
+  holding `to_tsvector('simple', translate(text, <ASCII punctuation>, <spaces>))`, each
+  with a GIN index. Generated columns follow every insert and update by themselves.
+  They are not in db_api's models (PostgreSQL only): the models never read or write
+  them.
 - SQLite: an FTS5 table `search_fts` (unicode61, no diacritic folding, letters, digits,
   marks and private use as word characters) and `search_docs`, which maps each FTS row
   to its chat (the title: message_id NULL) or message. Triggers on chats and messages
@@ -94,9 +96,12 @@ def upgrade() -> None:
     op.create_index("ux_chats_owner_import_key", "chats", ["owner", "import_key"], unique=True)
 
     if op.get_bind().dialect.name == "postgresql":
-        messages, titles = _document("content"), _document("coalesce(title, '')")
-        op.execute(f"CREATE INDEX ix_messages_search ON messages USING gin ({messages})")
-        op.execute(f"CREATE INDEX ix_chats_search ON chats USING gin ({titles})")
+        for table, source in (("messages", "content"), ("chats", "coalesce(title, '')")):
+            op.execute(
+                f"ALTER TABLE {table} ADD COLUMN search_vector tsvector "
+                f"GENERATED ALWAYS AS ({_document(source)}) STORED"
+            )
+            op.execute(f"CREATE INDEX ix_{table}_search ON {table} USING gin (search_vector)")
         return
 
     op.create_table(
@@ -131,8 +136,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        op.execute("DROP INDEX ix_chats_search")
-        op.execute("DROP INDEX ix_messages_search")
+        for table in ("chats", "messages"):
+            op.execute(f"DROP INDEX ix_{table}_search")
+            op.execute(f"ALTER TABLE {table} DROP COLUMN search_vector")
     else:
         for name in SQLITE_TRIGGERS:
             op.execute(f"DROP TRIGGER {name}")

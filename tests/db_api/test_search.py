@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from db_api import search
 from db_api.db import alembic_config, make_engine
 from db_api.main import create_app
-from db_api.models import Message
+from db_api.models import Chat, Message
 from tests.db_api.conftest import ALICE, BOB, make_settings, new_chat, new_message
 
 
@@ -270,7 +270,14 @@ def test_search_objects_exist_at_head(migrated_url: str) -> None:
                     )
                 }
                 assert set(indexes) == {"ix_messages_search", "ix_chats_search"}
-                assert all("gin" in d and "'simple'" in d for d in indexes.values())
+                assert all("gin (search_vector)" in d for d in indexes.values())
+                generated = conn.scalar(
+                    sa.text(
+                        "SELECT generation_expression FROM information_schema.columns "
+                        "WHERE table_name = 'messages' AND column_name = 'search_vector'"
+                    )
+                )
+                assert "'simple'" in generated and "translate" in generated
             else:
                 triggers = set(
                     conn.scalars(sa.text("SELECT name FROM sqlite_master WHERE type = 'trigger'"))
@@ -292,16 +299,38 @@ def test_postgres_uses_the_indexes(migrated_url: str) -> None:
     try:
         with engine.begin() as conn:
             conn.execute(sa.text("SET LOCAL enable_seqscan = off"))
-            query = search.pg_document("m.content")
             plan = "\n".join(
                 conn.scalars(
                     sa.text(
-                        f"EXPLAIN SELECT m.id FROM messages m WHERE {query} @@ "  # noqa: S608
+                        "EXPLAIN SELECT m.id FROM messages m WHERE m.search_vector @@ "
                         "to_tsquery('simple'::regconfig, 'ngin:*')"
                     )
                 )
             )
         assert "ix_messages_search" in plan, plan
+        # The generated column is what search.py says it is.
+        with engine.begin() as conn:
+            chat_id = uuid.uuid4()
+            now = datetime.now(UTC)
+            conn.execute(
+                sa.insert(Chat).values(id=chat_id, owner="x", created_at=now, updated_at=now)
+            )
+            conn.execute(
+                sa.insert(Message).values(
+                    id=uuid.uuid4(),
+                    chat_id=chat_id,
+                    role="user",
+                    content="nginx.conf, proxy_buffering: Übersetzung „Katze“",
+                    status="complete",
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            expression = search.pg_document("content")
+            same = conn.scalar(
+                sa.text(f"SELECT bool_and(search_vector = {expression}) FROM messages")  # noqa: S608
+            )
+            assert same is True
     finally:
         engine.dispose()
 
