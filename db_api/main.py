@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -19,7 +19,8 @@ from starlette.routing import compile_path
 from db_api.config import Settings
 from db_api.db import head_revision, make_engine, make_sessionmaker
 from db_api.metrics import MetricsMiddleware, RequestMetrics
-from db_api.routes import chats, messages, ops, search, transfer
+from db_api.routes import chats, messages, ops, presets, search, sessions, transfer
+from db_api.routes.deps import forbid_unknown_query
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="Parlor db_api",
-        summary="Chats and messages, scoped by owner",
-        version="1",
+        summary="Chats (message trees), presets and sessions, scoped by owner",
+        version="2",
         lifespan=lifespan,
+        # Unknown query parameters are refused (422) on every route.
+        dependencies=[Depends(forbid_unknown_query)],
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -56,6 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(chats.router)
     app.include_router(messages.router)
+    app.include_router(presets.router)
+    app.include_router(sessions.router)
     app.include_router(ops.router)
     app.include_router(search.router)
     app.include_router(transfer.router)

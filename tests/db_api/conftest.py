@@ -66,3 +66,29 @@ def new_message(
     assert response.status_code == 201, response.text
     message: dict[str, Any] = response.json()
     return message
+
+
+def new_turn(
+    client: TestClient,
+    owner: dict[str, str],
+    chat_id: str,
+    content: str = "question",
+    **fields: Any,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """POST /chats/{id}/turns: the stored question and its pending answer."""
+    response = client.post(
+        f"/chats/{chat_id}/turns", json={"content": content, **fields}, headers=owner
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body["user"], body["assistant"]
+
+
+def path_of(
+    client: TestClient, owner: dict[str, str], chat_id: str, **params: Any
+) -> list[dict[str, Any]]:
+    """The chat's current branch as GET /chats/{id} returns it."""
+    response = client.get(f"/chats/{chat_id}", params=params, headers=owner)
+    assert response.status_code == 200, response.text
+    messages: list[dict[str, Any]] = response.json()["messages"]
+    return messages

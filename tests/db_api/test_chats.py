@@ -10,10 +10,15 @@ from fastapi.testclient import TestClient
 from db_api.db import make_engine
 from tests.db_api.conftest import ALICE, new_chat, new_message
 
-CHAT_KEYS = {"id", "title", "system_prompt", "model", "created_at", "updated_at"}
+CHAT_KEYS = {
+    "id", "title", "system_prompt", "model", "created_at", "updated_at", "current_leaf_id",
+    "params", "title_source",
+}  # fmt: skip
 MESSAGE_KEYS = {
     "id", "chat_id", "role", "content", "status", "error", "prompt_tokens",
     "completion_tokens", "ttft_ms", "generation_ms", "created_at", "updated_at",
+    "parent_id", "version", "versions", "sibling_ids", "revision", "finish_reason", "reason",
+    "model", "params", "plan", "lease_owner", "lease_until", "stop_requested",
 }  # fmt: skip
 
 
@@ -27,6 +32,8 @@ def test_create_chat_defaults_to_nulls(client: TestClient) -> None:
     chat = new_chat(client, ALICE)
     assert set(chat) == CHAT_KEYS
     assert chat["title"] is None and chat["system_prompt"] is None and chat["model"] is None
+    assert chat["current_leaf_id"] is None
+    assert (chat["params"], chat["title_source"]) == ({}, "auto")
     assert _utc(chat["created_at"]) == _utc(chat["updated_at"])
 
 
@@ -159,10 +166,14 @@ def test_patch_message_error_then_clear(client: TestClient) -> None:
         f"/messages/{msg['id']}", json={"status": "error", "error": "lm_api down"}, headers=ALICE
     ).json()
     assert (failed["status"], failed["error"], failed["content"]) == ("error", "lm_api down", "")
-    cleared = client.patch(
+    # A final answer never goes back to running through PATCH (Continue uses /reopen).
+    back = client.patch(
         f"/messages/{msg['id']}", json={"status": "pending", "error": None}, headers=ALICE
-    ).json()
-    assert (cleared["status"], cleared["error"]) == ("pending", None)
+    )
+    assert back.status_code == 409
+    assert back.json()["message"] == failed
+    cleared = client.patch(f"/messages/{msg['id']}", json={"error": None}, headers=ALICE).json()
+    assert (cleared["status"], cleared["error"]) == ("error", None)
 
 
 def test_delete_chat_cascades_to_messages(client: TestClient, migrated_url: str) -> None:

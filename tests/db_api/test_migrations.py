@@ -321,4 +321,4 @@ def test_0002_turns_every_chat_into_one_branch(database_url: str) -> None:
     assert count == sum(len(rows) for rows in chats.values())
     command.upgrade(config, "head")
     _check_one_branch(database_url, chats)
-    # _api_path(database_url, chats)  (step 2)
+    _api_path(database_url, chats)
