@@ -490,3 +490,65 @@ def test_a_real_server_refuses_a_2_gb_upload_while_it_streams(tmp_path: Path) ->
                 sent += count
         assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
         assert sent < 256 * 1024 * 1024  # stopped near the limit, far from 2 GB
+
+
+def test_round_trip_of_a_chat_built_through_the_api(client: TestClient) -> None:
+    """Versions made by regenerating and by editing, a branch chosen back, settings and
+    an interrupted answer: the copy in another account is the same tree, same current
+    branch, and shows the same page."""
+    chat = new_chat(client, ALICE, title="Built here", system_prompt="Be brief.")
+    chat_id = chat["id"]
+    assert client.patch(
+        f"/chats/{chat_id}", json={"params": {"temperature": 0.7}}, headers=ALICE
+    ).is_success
+
+    def turn(content: str, **fields: Any) -> tuple[str, str]:
+        response = client.post(
+            f"/chats/{chat_id}/turns", json={"content": content, **fields}, headers=ALICE
+        )
+        assert response.status_code == 201, response.text
+        return response.json()["user"]["id"], response.json()["assistant"]["id"]
+
+    def finish(message_id: str, content: str, status: str = "complete", **fields: Any) -> None:
+        body = {"content": content, "status": status, **fields}
+        response = client.patch(f"/messages/{message_id}", json=body, headers=ALICE)
+        assert response.status_code == 200, response.text
+
+    q1, a1 = turn("first question", model="toy", params={"temperature": 0.2})
+    finish(a1, "first answer", finish_reason="stop", prompt_tokens=12, completion_tokens=3)
+    regenerated = client.post(
+        f"/chats/{chat_id}/messages",
+        json={"role": "assistant", "content": "", "status": "pending", "parent_id": q1},
+        headers=ALICE,
+    )
+    assert regenerated.status_code == 201, regenerated.text
+    a1b = regenerated.json()["id"]
+    finish(a1b, "second answer")
+    _, a2 = turn("follow-up")
+    finish(a2, "cut short", "interrupted", reason="stopped")
+    _, a1c = turn("first question, edited", parent_id=None)
+    finish(a1c, "answer to the edit")
+    selected = client.post(f"/chats/{chat_id}/current", json={"message_id": a1b}, headers=ALICE)
+    assert selected.status_code == 200, selected.text
+
+    original = client.get(f"/chats/{chat_id}/export", headers=ALICE).json()
+    assert import_file(client, json.dumps(original).encode(), BOB)["summary"] == "1 chat imported"
+    (copy,) = export_all(client, BOB)["chats"]
+    assert normalized(copy) == normalized(original["chats"][0])
+
+    def page(owner: dict[str, str], some_chat_id: str) -> list[Any]:
+        body = client.get(f"/chats/{some_chat_id}", headers=owner).json()
+        return [
+            (m["role"], m["content"], m["status"], m["version"], m["versions"])
+            for m in body["messages"]
+        ]
+
+    shown = page(ALICE, chat_id)
+    assert [content for _, content, *_ in shown] == [
+        "first question",
+        "second answer",
+        "follow-up",
+        "cut short",
+    ]
+    assert shown[0][3:] == (1, 2) and shown[1][3:] == (2, 2)
+    assert page(BOB, copy["id"]) == shown
