@@ -146,11 +146,17 @@ PresetName = Annotated[
 ]
 # Free-form values of what an answer was generated with (seed, top_k, ...).
 MAX_PARAM_KEYS = 32
+MAX_PARAM_NAME = 64
 ParamScalar = Annotated[
     StrictBool
     | Annotated[int, Field(strict=True, ge=-(2**53), le=2**53)]
     | Annotated[float, Field(strict=True, allow_inf_nan=False)]
-    | Annotated[str, Field(max_length=MAX_MODEL_NAME), AfterValidator(_storable_text)]
+    | Annotated[
+        str,
+        Field(max_length=MAX_MODEL_NAME),
+        AfterValidator(_storable_text),
+        WithJsonSchema({**TEXT_SCHEMA, "maxLength": MAX_MODEL_NAME}),
+    ]
     | None,
     Field(union_mode="left_to_right"),
 ]
@@ -179,20 +185,32 @@ class ChatParams(_Input):
 
 class GenerationParams(ChatParams):
     """What an answer was generated with: the chat's settings, plus any other sampling
-    values the caller records (JSON scalars)."""
+    values the caller records (JSON scalars under short names)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "maxProperties": MAX_PARAM_KEYS,
+            "propertyNames": {
+                "minLength": 1,
+                "maxLength": MAX_PARAM_NAME,
+                "pattern": "^[^\\u0000]*$",
+            },
+        },
+    )
     __pydantic_extra__: dict[str, ParamScalar] = Field(init=False)
 
-    @model_validator(mode="after")
-    def _bounded(self) -> GenerationParams:
-        extra = self.__pydantic_extra__ or {}
-        if len(self.model_fields_set) + len(extra) > MAX_PARAM_KEYS:
-            raise ValueError(f"at most {MAX_PARAM_KEYS} params")
-        for key in extra:
-            if not 1 <= len(key) <= 64:
-                raise ValueError("param names are 1 to 64 characters long")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            if len(data) > MAX_PARAM_KEYS:
+                raise ValueError(f"at most {MAX_PARAM_KEYS} params")
+            for key in data:
+                if not isinstance(key, str) or not 1 <= len(key) <= MAX_PARAM_NAME:
+                    raise ValueError(f"param names are 1 to {MAX_PARAM_NAME} characters long")
+                _storable_text(key)
+        return data
 
     def stored(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if v is not None}

@@ -24,7 +24,8 @@ MESSAGE_KEYS = {
 
 def _utc(value: str) -> datetime:
     parsed = datetime.fromisoformat(value)
-    assert parsed.utcoffset() is not None and parsed.utcoffset().total_seconds() == 0, value
+    offset = parsed.utcoffset()
+    assert offset is not None and offset.total_seconds() == 0, value
     return parsed
 
 
@@ -231,11 +232,13 @@ def test_concurrent_writers_keep_a_total_order(client: TestClient) -> None:
     answer = new_message(client, ALICE, chat["id"], role="assistant", content="", status="pending")
 
     def post(i: int) -> str:
-        return new_message(client, ALICE, chat["id"], content=f"m{i}")["id"]
+        message_id: str = new_message(client, ALICE, chat["id"], content=f"m{i}")["id"]
+        return message_id
 
     def patch(i: int) -> int:
         r = client.patch(f"/messages/{answer['id']}", json={"content": "t" * i}, headers=ALICE)
-        return r.status_code
+        status: int = r.status_code
+        return status
 
     with ThreadPoolExecutor(max_workers=6) as pool:
         posts = pool.map(post, range(30))  # both batches submitted before either is awaited

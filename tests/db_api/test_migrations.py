@@ -219,7 +219,7 @@ def _populate_r1(url: str) -> dict[str, list[dict[str, Any]]]:
                     status = "complete" if role != "assistant" else R1_STATUSES[i % 5]
                     # Messages 3 and 4 share a timestamp: the id breaks the tie.
                     tick = min(i, 3) if c == 3 and i in (3, 4) else i
-                    row = {
+                    row: dict[str, Any] = {
                         "id": uuid.UUID(int=((c + 1) << 64) + {3: 201, 4: 200}.get(i, 100 + i)),
                         "chat_id": chat_id,
                         "role": role,
