@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from functools import lru_cache
-from html import escape
 
 import nh3
 from markdown_it import MarkdownIt
@@ -35,7 +34,7 @@ def _highlight(code: str, lang: str, _attrs: str) -> str:
     lexer = _lexer(lang.split()[0].lower()) if lang.strip() else None
     if lexer is None:
         return ""  # markdown-it then escapes the code itself
-    return highlight(code, lexer, _FORMATTER)
+    return str(highlight(code, lexer, _FORMATTER))
 
 
 _MD = MarkdownIt("commonmark", {"html": False, "linkify": False, "highlight": _highlight})
@@ -106,11 +105,6 @@ def _markdown_html(text: str) -> str:
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer nofollow",
     )
-
-
-def plain_html(text: str) -> str:
-    """Escaped text for a bubble still streaming (shown with white-space: pre-wrap)."""
-    return escape(text)
 
 
 def pygments_css() -> str:

@@ -11,15 +11,16 @@ from fastapi.templating import Jinja2Templates
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
-from chat_ui.clients import DbApi, LmApi
-from chat_ui.config import Settings
-from chat_ui.generation import RUNNING, Generations
-from chat_ui.metrics import Metrics
+from chat_ui.contracts import RUNNING, Message
+from chat_ui.conversation import chat_title
+from chat_ui.middleware import RESCUE_FACTOR
 from chat_ui.render import age, markdown_html
 from chat_ui.session import Session, SessionCodec
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
-TEMPLATES.env.globals.update(markdown_html=markdown_html, age=age, RUNNING=RUNNING)
+TEMPLATES.env.globals.update(
+    markdown_html=markdown_html, age=age, RUNNING=RUNNING, title_of=chat_title
+)
 
 
 class CsrfError(Exception):
@@ -30,54 +31,18 @@ class LoginRequired(Exception):
     """The visitor has no (valid) login."""
 
 
-class PageError(Exception):
-    """Render the error page with this status and text."""
-
-    def __init__(self, status: int, title: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.title = title
-        self.message = message
-
-
-def settings(request: Request) -> Settings:
-    return request.app.state.settings
-
-
-def db(request: Request) -> DbApi:
-    return request.app.state.db
-
-
-def lm(request: Request) -> LmApi:
-    return request.app.state.lm
-
-
-def generations(request: Request) -> Generations:
-    return request.app.state.generations
-
-
-def metrics(request: Request) -> Metrics:
-    return request.app.state.metrics
-
-
 def session_of(request: Request) -> Session:
     """The request's session (loaded once); a new one when the cookie is absent or bad."""
     if not hasattr(request.state, "session"):
         codec: SessionCodec = request.app.state.session_codec
         request.state.session, request.state.session_dirty = codec.load(request)
-    return request.state.session
+    session: Session = request.state.session
+    return session
 
 
 def set_session(request: Request, session: Session) -> None:
     request.state.session = session
     request.state.session_dirty = True
-
-
-def owner_of(request: Request) -> str:
-    owner = session_of(request).owner
-    if owner is None:
-        raise LoginRequired
-    return owner
 
 
 def is_htmx(request: Request) -> bool:
@@ -104,7 +69,7 @@ def page(
         "request": request,
         "session": session,
         "csrf": session.csrf_token,
-        "settings": settings(request),
+        "settings": request.app.state.settings,
         **(context or {}),
     }
     resp = TEMPLATES.TemplateResponse(request, template, ctx, status_code=status, headers=headers)
@@ -140,7 +105,10 @@ def check_origin(request: Request) -> None:
 async def checked_form(request: Request) -> FormData:
     """The request's form, after the Origin and CSRF token checks (a FastAPI dependency)."""
     check_origin(request)
-    form = await request.form()
+    # Starlette's own cap on one field (1 MiB) would refuse a long message the byte
+    # limit let through: BodyLimit has bounded the body already.
+    limit = int(request.app.state.settings.body_limit * RESCUE_FACTOR)
+    form = await request.form(max_part_size=limit)
     token = request.headers.get("x-csrf-token") or form.get("csrf_token")
     if not isinstance(token, str) or not session_of(request).csrf_ok(token):
         raise CsrfError
@@ -150,3 +118,9 @@ async def checked_form(request: Request) -> FormData:
 def form_text(form: FormData, name: str) -> str:
     value = form.get(name, "")
     return value if isinstance(value, str) else ""
+
+
+def bubble(request: Request, message: Message) -> str:
+    """One message rendered by the `bubble` macro (also the SSE `done` payload)."""
+    macro = TEMPLATES.env.get_template("_message.html").module.bubble  # type: ignore[attr-defined]
+    return str(macro(message, session_of(request).csrf_token))

@@ -104,7 +104,8 @@ class Browser:
         """SSE events of `url`, parsed as a browser's EventSource would, until it closes."""
         with self.client.stream("GET", url, headers=headers) as resp:
             assert resp.status_code == 200, resp.read()
-            event, data, last_id = "message", [], None
+            event, last_id = "message", None
+            data: list[str] = []
             for line in resp.iter_lines():
                 if line == "":
                     if data:
@@ -160,6 +161,7 @@ def fake_lm() -> Iterator[FakeLm]:
     lm = FakeLm()
     yield lm
     lm.release()  # never leave a held stream (and its waiting thread) behind
+    lm.release_again()
 
 
 @pytest.fixture
@@ -180,6 +182,7 @@ def make_ui(fake_db: FakeDb, fake_lm: FakeLm) -> Iterator[Callable[..., LiveServ
 
     yield make
     fake_lm.release()
+    fake_lm.release_again()
     for server in servers:
         server.stop()
 

@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from tests.chat_ui.conftest import Browser, message_ids
+from tests.chat_ui.conftest import Browser, LiveServer, message_ids
 from tests.chat_ui.fakes import FakeDb, FakeLm
 
 XSS = [
@@ -209,14 +209,18 @@ def test_security_headers_and_no_inline_script(ada: Browser) -> None:
         assert " style=" not in resp.text
 
 
-def test_oversized_body_is_413(ada: Browser, fake_db: FakeDb) -> None:
+def test_oversized_body_is_413(ui: LiveServer, ada: Browser, fake_db: FakeDb) -> None:
+    limit = ui.app.state.settings.body_limit
     chat = ada.new_chat()
-    resp = ada.send(chat, "x" * 600_000)
+    resp = ada.post(f"/chats/{chat}/rename", {"title": "x" * limit})
     assert resp.status_code == 413
     assert "too large" in resp.text
-    fragment = ada.send(chat, "x" * 600_000, htmx=True)
+    fragment = ada.post(f"/chats/{chat}/rename", {"title": "x" * limit}, htmx=True)
     assert fragment.status_code == 413 and fragment.headers["hx-retarget"] == "#flash"
+    # A message is read further, to give its text back, but not without end.
+    assert ada.send(chat, "x" * limit * 5).status_code == 413
     assert fake_db.messages == {}
+    assert fake_db.chats[chat]["title"] is None
 
 
 def test_message_over_the_character_limit_keeps_the_text(ada: Browser) -> None:

@@ -224,7 +224,7 @@ def test_orphaned_pending_answer_is_marked_interrupted(
     fake_db.chats[chat]["owner"] = owner
     import httpx
 
-    client = httpx.Client(transport=fake_db.transport(), base_url="http://db")
+    client = httpx.Client(transport=fake_db.sync_transport(), base_url="http://db")
     client.post(
         f"/chats/{chat}/messages", headers={"X-Owner": owner}, json={"role": "user", "content": "q"}
     )
