@@ -35,6 +35,8 @@ from chat_ui.contracts import (
 log = logging.getLogger("chat_ui.clients")
 
 _CHAT_LIST = TypeAdapter(list[ChatSummary])
+# How long db_api may take to store an imported file (nginx's /import allows as much).
+IMPORT_TIMEOUT_S = 600.0
 
 
 class DbUnavailable(Exception):
@@ -189,7 +191,11 @@ class DbApi:
         headers = {"Content-Type": "application/octet-stream"}
         if size is not None:
             headers["Content-Length"] = str(size)
-        resp = await self._call("POST", "/import", owner, content=content, headers=headers)
+        # A large history takes a while to store (about 30 s for 50 000 messages here).
+        timeout = httpx.Timeout(self._client.timeout.connect, read=IMPORT_TIMEOUT_S)
+        resp = await self._call(
+            "POST", "/import", owner, content=content, headers=headers, timeout=timeout
+        )
         return resp.json()
 
     async def select_branch(self, owner: str, chat_id: UUID, message_id: UUID) -> None:
