@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.services import rss_mb, run_bench_stack
-from tests.support import Stack
+from parlor.stack import Stack
 
 # A first message of ordinary length (about 90 tokens with Qwen's tokenizer). Every depth
 # gets the same text after a short per-run tag: the tag makes each run a fresh prompt, so

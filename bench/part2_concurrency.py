@@ -116,7 +116,7 @@ def run(ctx: Context) -> PartResult:
         warm.login()
         warm.send(warm.new_chat(), cfg.prompt("warm-up")[0]["content"], max_tokens=cfg.max_tokens)
 
-        pids = {**stack.pids(), PEER: peer.proc.pid}
+        pids = {**stack.pids(), PEER: peer.service.pid}
         sampler = exits.enter_context(PeakSampler(pids))
         for n in cfg.concurrency:
             people = [exits.enter_context(Person(stack.url, f"bench-p2-{n}-{i}")) for i in range(n)]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from ipaddress import IPv4Network, IPv6Network
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # The development default: good enough on a laptop, refused in production so that a
 # deployment never signs cookies with a secret published in the repository.
@@ -72,6 +73,26 @@ class Settings(BaseSettings):
         longest = max(self.max_message_chars, self.max_system_prompt_chars)
         return longest * WORST_CASE_BYTES_PER_CHAR + FORM_OVERHEAD_BYTES
 
+    # Sign-in through an authenticating proxy (chat_ui/trusted_identity.py): the header
+    # carrying the person's identity (e.g. X-Forwarded-Email); empty: off.
+    trusted_user_header: str = ""
+    # The addresses (IPs or CIDRs, comma-separated) whose requests may carry that header.
+    trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
+        default_factory=list
+    )
+    # uvicorn's own setting (no prefix), read only to refuse `*` with the header on.
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        validation_alias=AliasChoices("FORWARDED_ALLOW_IPS", "forwarded_allow_ips"),
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     @model_validator(mode="after")
     def _production_needs_a_secret(self) -> Settings:
         if self.env == "production" and (
@@ -81,4 +102,13 @@ class Settings(BaseSettings):
                 "CHAT_UI_SECRET_KEY must be set to a random value of at least 16 characters "
                 "when CHAT_UI_ENV=production"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _trusted_header_needs_trusted_proxies(self) -> Settings:
+        from chat_ui.trusted_identity import configuration_problem
+
+        problem = configuration_problem(self)
+        if problem and self.env == "production":
+            raise ValueError(problem)
         return self

@@ -7,6 +7,7 @@ generation will finish) live here, once. One `Conversation` acts for one owner.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from uuid import UUID
@@ -27,6 +28,10 @@ from chat_ui.generation import Generation, Generations
 log = logging.getLogger("chat_ui.conversation")
 
 TITLE_CHARS = 60
+STORAGE_AWAY = (
+    "Parlor cannot reach its storage right now, so your message was not sent. "
+    "Your text is kept below: send it again in a moment."
+)
 
 # What Retry writes (after reopening the answer) before answering again: the failed
 # attempt leaves no trace.
@@ -192,9 +197,8 @@ class Conversation:
         """The generation writing this answer in this process, if any."""
         return self._generations.get(message_id, self.owner)
 
-    async def send(self, chat_id: UUID, content: str) -> Sent:
-        """Store the person's message and a pending answer (one transaction), title a
-        new chat and start answering. Raises SendRefused (text kept) or NotFound."""
+    def _cleaned(self, content: str) -> str:
+        """The message as it will be stored, or SendRefused (text kept)."""
         # Browsers send a textarea's line breaks as CRLF; the limit counts what was typed.
         content = storable(content.replace("\r\n", "\n"))
         limit = self._settings.max_message_chars
@@ -206,17 +210,41 @@ class Conversation:
                 f"Messages are at most {limit} characters (this one has {len(content)}).",
                 content,
             )
+        return content
+
+    async def start_chat(self, content: str) -> Sent:
+        """A new chat with its first message (so no empty chat is left behind)."""
+        content = self._cleaned(content)
+        try:
+            chat = await self.new_chat()
+        except DbUnavailable as exc:
+            raise SendRefused(503, STORAGE_AWAY, content) from exc
+        try:
+            return await self.send(chat.id, content)
+        except SendRefused:
+            with contextlib.suppress(DbUnavailable, NotFound):
+                await self._db.delete_chat(self.owner, chat.id)
+            raise
+
+    async def send(self, chat_id: UUID, content: str) -> Sent:
+        """Store the person's message and a pending answer (one transaction), title a
+        new chat and start answering. Raises SendRefused (text kept) or NotFound. One
+        answer at a time in a chat: while one is written, a new message is refused (its
+        text kept); the page disables Send meanwhile."""
+        content = self._cleaned(content)
         try:
             chat = await self.load(chat_id)
+            if chat.running:
+                raise SendRefused(
+                    409,
+                    "An answer is still being written: wait for it to finish, or stop it, "
+                    "then send your message.",
+                    content,
+                )
             # The person's text is stored before anything is sent to the model.
             turn = await self._db.add_turn(self.owner, chat_id, content)
         except DbUnavailable as exc:
-            raise SendRefused(
-                503,
-                "Parlor cannot reach its storage right now, so your message was not sent. "
-                "Your text is kept below: send it again in a moment.",
-                content,
-            ) from exc
+            raise SendRefused(503, STORAGE_AWAY, content) from exc
         except DbRejected as exc:
             raise SendRefused(422, exc.detail, content) from exc
         if not chat.title:

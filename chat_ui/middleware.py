@@ -10,7 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from chat_ui.metrics import Metrics
 
 # No inline script or style anywhere: htmx is configured through a meta tag, its indicator
-# styles are off, and Enter-to-send lives in static/composer.js.
+# styles are off, and the page's own script is static/parlor.js.
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "

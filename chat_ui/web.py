@@ -5,21 +5,31 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from uuid import UUID
 
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
-from chat_ui.contracts import RUNNING, Message
-from chat_ui.conversation import chat_title
+from chat_ui import trusted_identity
+from chat_ui.contracts import RUNNING, Chat, Message
+from chat_ui.conversation import Conversation, SendRefused, chat_title
+from chat_ui.markdown_stream import answer_so_far
 from chat_ui.middleware import RESCUE_FACTOR
-from chat_ui.render import age, markdown_html
+from chat_ui.render import age, group_by_date, markdown_html, theme_of, zone_of
 from chat_ui.session import Session, SessionCodec
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 TEMPLATES.env.globals.update(
-    markdown_html=markdown_html, age=age, RUNNING=RUNNING, title_of=chat_title
+    markdown_html=markdown_html,
+    answer_so_far=answer_so_far,
+    age=age,
+    RUNNING=RUNNING,
+    title_of=chat_title,
+    theme_of=theme_of,
+    zone_of=zone_of,
+    group_by_date=group_by_date,
 )
 
 
@@ -36,8 +46,8 @@ def session_of(request: Request) -> Session:
     if not hasattr(request.state, "session"):
         codec: SessionCodec = request.app.state.session_codec
         request.state.session, request.state.session_dirty = codec.load(request)
-    session: Session = request.state.session
-    return session
+    # Signed in by an authenticating proxy's header, when trusted (never saved in the cookie).
+    return trusted_identity.apply(request, request.state.session)
 
 
 def set_session(request: Request, session: Session) -> None:
@@ -57,6 +67,17 @@ def finish(request: Request, response: Response) -> Response:
     return response
 
 
+def _context(request: Request, context: dict[str, Any] | None) -> dict[str, Any]:
+    session = session_of(request)
+    return {
+        "request": request,
+        "session": session,
+        "csrf": session.csrf_token,
+        "settings": request.app.state.settings,
+        **(context or {}),
+    }
+
+
 def page(
     request: Request,
     template: str,
@@ -64,16 +85,54 @@ def page(
     status: int = 200,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    session = session_of(request)
-    ctx = {
-        "request": request,
-        "session": session,
-        "csrf": session.csrf_token,
-        "settings": request.app.state.settings,
-        **(context or {}),
-    }
+    ctx = _context(request, context)
     resp = TEMPLATES.TemplateResponse(request, template, ctx, status_code=status, headers=headers)
     return finish(request, resp)
+
+
+def render(request: Request, template: str, context: dict[str, Any] | None = None) -> str:
+    """A template rendered to text, with what `page` gives every template."""
+    return TEMPLATES.get_template(template).render(_context(request, context))
+
+
+async def chat_page(
+    request: Request,
+    conv: Conversation,
+    chat: Chat | None,
+    *,
+    composer_text: str = "",
+    composer_error: str | None = None,
+    status: int = 200,
+) -> Response:
+    """The chats page: the sidebar and a chat (or, without one, a new chat's composer)."""
+    ctx = {
+        "chats": await conv.chats(),
+        "chat": chat,
+        # Without JavaScript the page reloads itself only while an answer waits for its
+        # save (storage away, rare); running answers stream into the page instead.
+        "refresh": chat is not None and chat.unsaved,
+        "composer_text": composer_text,
+        "composer_error": composer_error,
+    }
+    return page(request, "chats.html", ctx, status=status)
+
+
+def composer_failure(request: Request, chat_id: UUID | None, refused: SendRefused) -> Response:
+    """Give the typed text back with the reason, so nothing typed is ever lost."""
+    ctx = {
+        "chat_id": str(chat_id) if chat_id else None,
+        "composer_text": refused.text,
+        "composer_error": refused.reason,
+    }
+    if is_htmx(request):
+        return page(
+            request,
+            "_composer.html",
+            ctx,
+            status=refused.status,
+            headers={"HX-Retarget": "#composer", "HX-Reswap": "outerHTML"},
+        )
+    return page(request, "unavailable.html", ctx, status=refused.status)
 
 
 def redirect(request: Request, url: str) -> Response:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -111,15 +111,22 @@ def create_chat(session: Session, owner: str, fields: dict[str, Any]) -> Chat:
     return chat
 
 
+_Row = TypeVar("_Row")
+
+
+def _one_owned(session: Session, query: sa.Select[tuple[_Row]], what: str) -> _Row:
+    """The row `query` finds (re-read from the database, not the identity map), or
+    NotFound naming `what`: another owner's row is missing just the same."""
+    row = session.scalar(query.execution_options(populate_existing=True))
+    if row is None:
+        raise NotFound(what)
+    return row
+
+
 def _owned_chat(session: Session, owner: str, chat_id: uuid.UUID) -> Chat:
-    chat = session.scalar(
-        sa.select(Chat)
-        .where(Chat.id == chat_id, Chat.owner == owner)
-        .execution_options(populate_existing=True)
+    return _one_owned(
+        session, sa.select(Chat).where(Chat.id == chat_id, Chat.owner == owner), "chat"
     )
-    if chat is None:
-        raise NotFound
-    return chat
 
 
 def get_chat(
@@ -347,15 +354,12 @@ def add_turn(
 
 
 def _owned_message(session: Session, owner: str, message_id: uuid.UUID) -> Message:
-    message = session.scalar(
+    query = (
         sa.select(Message)
         .join(Chat, Chat.id == Message.chat_id)
         .where(Message.id == message_id, Chat.owner == owner)
-        .execution_options(populate_existing=True)
     )
-    if message is None:
-        raise NotFound("message")
-    return message
+    return _one_owned(session, query, "message")
 
 
 def _message_chat(session: Session, owner: str, message_id: uuid.UUID) -> uuid.UUID:
@@ -612,14 +616,8 @@ def create_preset(session: Session, owner: str, fields: dict[str, Any]) -> Prese
 
 
 def _owned_preset(session: Session, owner: str, preset_id: uuid.UUID) -> Preset:
-    preset = session.scalar(
-        sa.select(Preset)
-        .where(Preset.id == preset_id, Preset.owner == owner)
-        .execution_options(populate_existing=True)
-    )
-    if preset is None:
-        raise NotFound("preset")
-    return preset
+    query = sa.select(Preset).where(Preset.id == preset_id, Preset.owner == owner)
+    return _one_owned(session, query, "preset")
 
 
 def get_preset(session: Session, owner: str, preset_id: uuid.UUID) -> Preset:

@@ -16,11 +16,13 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 from starlette.routing import compile_path
 
+from db_api import crud
 from db_api.config import Settings
 from db_api.db import head_revision, make_engine, make_sessionmaker
 from db_api.metrics import MetricsMiddleware, RequestMetrics
 from db_api.routes import chats, messages, ops, presets, search, sessions, transfer
 from db_api.routes.deps import forbid_unknown_query
+from db_api.schemas import MessageConflict, MessageOut
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Parlor db_api",
         summary="Chats (message trees), presets and sessions, scoped by owner",
+        description=(
+            "Every call but /health and /metrics is scoped by X-Owner (another owner's "
+            "object is a 404). Unknown body fields and unknown query parameters are "
+            "refused with 422 on every route."
+        ),
         version="2",
         lifespan=lifespan,
         # Unknown query parameters are refused (422) on every route.
@@ -67,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(405, _method_not_allowed)
     _add_database_error_handlers(app)
+    _add_domain_error_handlers(app)
     return app
 
 
@@ -123,6 +131,26 @@ def _add_database_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(sa.exc.OperationalError, unavailable)
     app.add_exception_handler(sa.exc.InterfaceError, unavailable)
     app.add_exception_handler(sa.exc.TimeoutError, unavailable)  # pool exhausted
+
+
+def _add_domain_error_handlers(app: FastAPI) -> None:
+    # crud's refusals mean the same on every route, so they are answered here once
+    # rather than caught in each handler.
+    async def not_found(_request: Request, exc: Exception) -> JSONResponse:
+        # Another owner's object is missing too: the same 404, naming what is missing.
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    async def conflict(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, crud.Conflict)
+        if exc.message is None or exc.versions is None:
+            return JSONResponse({"detail": exc.detail}, status_code=409)
+        # A refused message write answers the stored message, so the caller can rebase on it.
+        stored = MessageOut.of(exc.message, exc.versions.ids)
+        body = MessageConflict(detail=exc.detail, message=stored)
+        return JSONResponse(jsonable_encoder(body), status_code=409)
+
+    app.add_exception_handler(crud.NotFound, not_found)
+    app.add_exception_handler(crud.Conflict, conflict)
 
 
 app = create_app()

@@ -38,9 +38,15 @@ def physical_cores() -> int:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LM_API_", extra="ignore")
 
+    # The default model: loaded at start, used when a request names none.
     model_path: Path = Field(default=Path("models") / DEFAULT_MODEL_FILE)
-    # The id in /v1/models and in answers; default: the file name without .gguf.
+    # The default model's id in /v1/models and in answers; default: the file name without
+    # .gguf (the other models are always named by their file name without .gguf).
     model_name: str | None = None
+    # Every GGUF here is served, loaded on first use; default: model_path's directory.
+    models_dir: Path | None = None
+    # Models kept loaded at once; loading one more unloads the least recently used idle one.
+    max_loaded: int = Field(default=1, ge=1)
     n_ctx: int = Field(default=4096, ge=64)
     # Default: physical cores (see physical_cores); never more than the usable cores.
     n_threads: int | None = Field(default=None, ge=1)
@@ -50,7 +56,8 @@ class Settings(BaseSettings):
     # Empty: the GGUF's own template, or ChatML when the GGUF has none. "chatml" forces
     # ChatML; any other value is taken as a Jinja2 chat template.
     chat_format: str | None = None
-    # Requests waiting behind the running one; one more answers 503 + Retry-After.
+    # Requests that may wait for a free slot (fifo: behind the running answer); one more
+    # answers 503 + Retry-After.
     max_queue: int = Field(default=16, ge=0)
     # Answer length when a request gives no max_tokens.
     max_tokens: int = Field(default=512, ge=1)
@@ -68,6 +75,27 @@ class Settings(BaseSettings):
         return self.model_name or self.model_path.stem
 
     @property
+    def models_directory(self) -> Path:
+        return self.models_dir if self.models_dir is not None else self.model_path.parent
+
+    def for_model(self, path: Path, name: str) -> Settings:
+        """These settings for serving the model in `path` as `name`."""
+        return self.model_copy(update={"model_path": path, "model_name": name})
+
+    @property
     def threads(self) -> int:
         usable = len(os.sched_getaffinity(0))
         return min(self.n_threads or physical_cores(), usable)
+
+
+def describe(settings: Settings) -> str:
+    """The effective settings, for the start-up log line."""
+    return (
+        f"model={settings.model_path} name={settings.served_model_name} "
+        f"models_dir={settings.models_directory} max_loaded={settings.max_loaded} "
+        f"engine={settings.engine} parallel={settings.parallel} "
+        f"n_ctx={settings.n_ctx} n_threads={settings.threads} n_batch={settings.n_batch} "
+        f"n_gpu_layers={settings.n_gpu_layers} chat_format={settings.chat_format or 'auto'} "
+        f"max_queue={settings.max_queue} max_tokens={settings.max_tokens} "
+        f"token={'set' if settings.internal_token else 'none'}"
+    )

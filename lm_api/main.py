@@ -1,92 +1,27 @@
 """lm_api: an OpenAI-compatible chat completion service around llama.cpp.
 
 LM_API_MODEL_PATH=models/x.gguf uvicorn lm_api.main:app --port 8002
+
+This module only wires: settings, metrics, the model registry (one engine per loaded
+model, lm_api.registry), the routes (lm_api.routes).
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import secrets
-import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sse_starlette.sse import EventSourceResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import FastAPI
 
-from lm_api.batched import BatchedEngine
-from lm_api.config import Settings
-from lm_api.engine import (
-    Cancelled,
-    ContextLengthExceeded,
-    Engine,
-    Failed,
-    FifoEngine,
-    Finished,
-    Generation,
-    Loader,
-    NotReady,
-    QueueFull,
-    TextDelta,
-    describe,
-    load_llama,
-)
+from lm_api.config import Settings, describe
+from lm_api.engines import make_engine
+from lm_api.engines.base import Loader, load_llama
 from lm_api.metrics import Metrics
-from lm_api.schemas import (
-    AssistantMessage,
-    ChatCompletion,
-    ChatCompletionRequest,
-    Choice,
-    ErrorBody,
-    ErrorResponse,
-    ModelCard,
-    ModelList,
-    ModelMeta,
-    Usage,
-)
+from lm_api.registry import ModelRegistry
+from lm_api.routes import add_error_handlers, api, router
 
 log = logging.getLogger("lm_api")
-
-CHAT_PATH = "/v1/chat/completions"
-# Seconds a client should wait before retrying when the line is full or the model loads.
-RETRY_AFTER_QUEUE_FULL = 2
-RETRY_AFTER_LOADING = 5
-# nginx's status for "the client closed the connection before the answer" (metrics only).
-CLIENT_CLOSED = 499
-
-
-class OpenAIError(Exception):
-    """An error answered in OpenAI's shape: {"error": {message, type, param, code}}."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = ErrorBody(message=message, type=type, param=param, code=code)
-        self.headers = headers or {}
-
-    def response(self) -> JSONResponse:
-        return JSONResponse(
-            ErrorResponse(error=self.body).model_dump(),
-            status_code=self.status,
-            headers=self.headers,
-        )
 
 
 def _setup_logging() -> None:
@@ -100,254 +35,28 @@ def _setup_logging() -> None:
         log.propagate = False
 
 
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    errors = exc.errors()
-    if not errors:
-        return "invalid request", None
-    first = errors[0]
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    param = ".".join(loc) or None
-    where = f"{param}: " if param else ""
-    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    return f"{where}{first.get('msg', 'invalid')}{more}", param
-
-
 def create_app(settings: Settings | None = None, *, loader: Loader | None = None) -> FastAPI:
     """The lm_api application; `loader` replaces how the model is opened (tests)."""
     settings = settings or Settings()
     _setup_logging()
     metrics = Metrics()
-    kind = BatchedEngine if settings.engine == "batched" else FifoEngine
-    engine: Engine = kind(settings, metrics, loader or load_llama)
+    registry = ModelRegistry(settings, metrics, loader or load_llama, make_engine)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         log.info("lm_api: starting with %s", describe(settings))
-        engine.start()
+        registry.start()
         yield
-        await asyncio.to_thread(engine.close)
+        await registry.close()
 
     app = FastAPI(title="Parlor lm_api", version="0.1.0", lifespan=lifespan)
-    app.state.engine = engine
+    app.state.registry = registry
     app.state.metrics = metrics
     app.state.settings = settings
-
-    def count(request: Request, status: int) -> None:
-        if request.url.path == CHAT_PATH:
-            metrics.requests.labels(str(status)).inc()
-
-    @app.exception_handler(OpenAIError)
-    async def _openai_error(request: Request, exc: OpenAIError) -> JSONResponse:
-        count(request, exc.status)
-        return exc.response()
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = _validation_message(exc)
-        count(request, 400)
-        return OpenAIError(400, message, param=param).response()
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        count(request, exc.status_code)
-        code = "not_found" if exc.status_code == 404 else None
-        return OpenAIError(exc.status_code, str(exc.detail), code=code).response()
-
-    def check_token(request: Request) -> None:
-        if not settings.internal_token:
-            return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(
-            token.strip().encode(), settings.internal_token.encode()
-        ):
-            raise OpenAIError(
-                401,
-                "missing or wrong bearer token",
-                code="invalid_api_key",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-
-    def not_ready(detail: str) -> OpenAIError:
-        return OpenAIError(
-            503,
-            f"the model is not available: {detail}",
-            type="server_error",
-            code="model_not_loaded",
-            headers={"Retry-After": str(RETRY_AFTER_LOADING)},
-        )
-
-    @app.get("/health")
-    async def health() -> JSONResponse:
-        st = engine.status()
-        body = {
-            "status": "ok" if st.state == "ready" else st.state,
-            "detail": st.detail,
-            "model": st.model,
-            "queue_depth": st.queue_depth,
-            "running": st.running,
-        }
-        return JSONResponse(body, status_code=200 if st.state == "ready" else 503)
-
-    @app.get("/metrics")
-    async def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/v1/models", dependencies=[Depends(check_token)])
-    async def models() -> ModelList:
-        st = engine.status()
-        if st.state != "ready":
-            raise not_ready(st.detail)
-        card = ModelCard(id=st.model, created=int(time.time()), meta=ModelMeta(n_ctx=st.n_ctx))
-        return ModelList(data=[card])
-
-    @app.post(CHAT_PATH, dependencies=[Depends(check_token)], response_model=None)
-    async def chat_completions(
-        body: ChatCompletionRequest, request: Request
-    ) -> ChatCompletion | EventSourceResponse:
-        try:
-            gen_request = engine.prepare(
-                [m.for_template() for m in body.messages],
-                max_tokens=body.wanted_tokens(),
-                temperature=body.temperature,
-                top_p=body.top_p,
-                stop=body.stop_list(),
-                seed=body.seed,
-                frequency_penalty=body.frequency_penalty,
-                presence_penalty=body.presence_penalty,
-            )
-            gen = engine.submit(gen_request)
-        except NotReady as exc:
-            raise not_ready(str(exc)) from exc
-        except ContextLengthExceeded as exc:
-            raise OpenAIError(
-                400, str(exc), param="messages", code="context_length_exceeded"
-            ) from exc
-        except QueueFull as exc:
-            raise OpenAIError(
-                503,
-                f"the server is busy ({exc}); retry later",
-                type="server_error",
-                code="queue_full",
-                headers={"Retry-After": str(RETRY_AFTER_QUEUE_FULL)},
-            ) from exc
-        except ValueError as exc:  # the chat template refused the messages
-            raise OpenAIError(400, str(exc), param="messages") from exc
-
-        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-        created = int(time.time())
-        model = settings.served_model_name
-        if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            count(request, 200)  # the status line goes out now; later errors are in-stream
-            return EventSourceResponse(
-                _stream(gen, completion_id, created, model, include_usage), ping=15
-            )
-        answer = await _complete(gen, request, completion_id, created, model)
-        count(request, 200 if answer is not None else CLIENT_CLOSED)
-        if answer is None:  # nobody is listening; send something valid anyway
-            raise OpenAIError(CLIENT_CLOSED, "client closed the request", code="cancelled")
-        return answer
-
+    add_error_handlers(app)
+    app.include_router(router)
+    app.include_router(api)
     return app
-
-
-async def _complete(
-    gen: Generation, request: Request, completion_id: str, created: int, model: str
-) -> ChatCompletion | None:
-    """Collect a whole answer; None when the client hung up meanwhile (which cancels it)."""
-
-    async def cancel_on_disconnect() -> None:
-        # The body is read already, so the next ASGI message is the disconnect.
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-        gen.cancel()
-
-    watcher = asyncio.create_task(cancel_on_disconnect())
-    parts: list[str] = []
-    try:
-        async for event in gen.events():
-            if isinstance(event, TextDelta):
-                parts.append(event.text)
-            elif isinstance(event, Finished):
-                return ChatCompletion(
-                    id=completion_id,
-                    created=created,
-                    model=model,
-                    choices=[
-                        Choice(
-                            message=AssistantMessage(content="".join(parts)),
-                            finish_reason=event.finish_reason,
-                        )
-                    ],
-                    usage=_usage(event),
-                )
-            elif isinstance(event, Failed):
-                raise OpenAIError(500, event.message, type="server_error", code="generation_failed")
-            elif isinstance(event, Cancelled):
-                return None
-        raise OpenAIError(500, "generation ended without an answer", type="server_error")
-    finally:
-        watcher.cancel()
-        gen.cancel()  # no-op once finished; frees the model if we are leaving early
-
-
-def _usage(event: Finished) -> Usage:
-    return Usage(
-        prompt_tokens=event.prompt_tokens,
-        completion_tokens=event.completion_tokens,
-        total_tokens=event.prompt_tokens + event.completion_tokens,
-    )
-
-
-async def _stream(
-    gen: Generation, completion_id: str, created: int, model: str, include_usage: bool
-) -> AsyncIterator[str]:
-    """OpenAI's chunk stream: role first, then content deltas, a finish chunk, [DONE]."""
-
-    def chunk(delta: dict[str, str], finish_reason: str | None = None) -> str:
-        body: dict[str, Any] = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [
-                {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
-            ],
-        }
-        if include_usage:
-            body["usage"] = None
-        return json.dumps(body, ensure_ascii=False)
-
-    try:
-        yield chunk({"role": "assistant", "content": ""})
-        async for event in gen.events():
-            if isinstance(event, TextDelta):
-                yield chunk({"content": event.text})
-            elif isinstance(event, Finished):
-                yield chunk({}, event.finish_reason)
-                if include_usage:
-                    yield json.dumps(
-                        {
-                            "id": completion_id,
-                            "object": "chat.completion.chunk",
-                            "created": created,
-                            "model": model,
-                            "choices": [],
-                            "usage": _usage(event).model_dump(),
-                        }
-                    )
-            elif isinstance(event, Failed):
-                # Mid-stream the status is sent already; OpenAI clients raise on this shape.
-                error = ErrorBody(
-                    message=event.message, type="server_error", code="generation_failed"
-                )
-                yield json.dumps({"error": error.model_dump()})
-            elif isinstance(event, Cancelled):
-                return  # server shutdown: no [DONE], so the client sees a cut stream
-        yield "[DONE]"
-    finally:
-        # Reached on completion and when sse-starlette cancels us because the client left.
-        gen.cancel()
 
 
 app = create_app()

@@ -2,35 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from html import escape
 from uuid import UUID
 
 from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, Response, StreamingResponse
 
 from chat_ui import deps
 from chat_ui.clients import DbUnavailable, NotFound
 from chat_ui.contracts import Message
 from chat_ui.conversation import SendRefused
-from chat_ui.web import bubble, finish, form_text, is_htmx, page, redirect
+from chat_ui.generation import Generation
+from chat_ui.generation import Update as FollowUpdate
+from chat_ui.markdown_stream import MarkdownStream, block_html, live_html, sync_html
+from chat_ui.web import (
+    bubble,
+    chat_page,
+    composer_failure,
+    finish,
+    form_text,
+    is_htmx,
+    page,
+    redirect,
+    render,
+)
 
 router = APIRouter()
-
-
-def composer_failure(request: Request, chat_id: UUID, refused: SendRefused) -> Response:
-    """Give the typed text back with the reason, so nothing typed is ever lost."""
-    ctx = {"chat_id": str(chat_id), "composer_text": refused.text, "composer_error": refused.reason}
-    if is_htmx(request):
-        return page(
-            request,
-            "_composer.html",
-            ctx,
-            status=refused.status,
-            headers={"HX-Retarget": "#composer", "HX-Reswap": "outerHTML"},
-        )
-    return page(request, "unavailable.html", ctx, status=refused.status)
 
 
 @router.post("/chats/{chat_id}/messages")
@@ -42,7 +42,7 @@ async def send(
     except SendRefused as refused:
         return composer_failure(request, chat_id, refused)
     if not is_htmx(request):
-        return redirect(request, f"/chats/{chat_id}")
+        return redirect(request, f"/chats/{chat_id}/live")
     return page(
         request,
         "_sent.html",
@@ -104,13 +104,8 @@ async def stream(
         stats.sse_connections.inc()
         try:
             if gen is not None:
-                async for update in gen.follow(offset):
-                    if update.text:
-                        yield ServerSentEvent(
-                            data=escape(update.text), event="token", id=str(update.offset)
-                        )
-                    if update.notice is not None:
-                        yield ServerSentEvent(data=escape(update.notice), event="notice")
+                async for event in _rendered(gen, message_id, min(offset, len(gen.text))):
+                    yield event
                 final = gen.final
             assert final is not None
             yield ServerSentEvent(data=bubble(request, final), event="done")
@@ -118,6 +113,88 @@ async def stream(
             stats.sse_connections.dec()
 
     return EventSourceResponse(events(), ping=15, headers=_stream_headers())
+
+
+async def _rendered(
+    gen: Generation, message_id: UUID, offset: int
+) -> AsyncIterator[ServerSentEvent]:
+    """The answer as Markdown while it is written: `sync` (the body as shown for the
+    text up to `offset`), then `token` and `block` events (see _message.html), and the
+    last block once the answer is complete, so that `done` changes nothing visible."""
+    md, shown = MarkdownStream.resume(gen.text[:offset])
+    yield ServerSentEvent(data=sync_html(message_id, shown), event="sync")
+    async for change in gen.follow(offset):
+        if change.text:
+            update = md.feed(change.text)
+            if update.replace:
+                yield ServerSentEvent(
+                    data=block_html(message_id, update), event="block", id=str(change.offset)
+                )
+            elif update.tail:
+                yield ServerSentEvent(data=update.tail, event="token", id=str(change.offset))
+        if change.notice is not None:
+            yield ServerSentEvent(data=escape(change.notice), event="notice")
+    last = md.close()
+    if last.replace:
+        yield ServerSentEvent(data=block_html(message_id, last), event="block")
+
+
+# What the page streamed without JavaScript writes when the answer has been silent this
+# long: an HTML comment, so that nginx (and any proxy) sees the response is alive.
+LIVE_KEEPALIVE_S = 15.0
+LIVE_SLOT = "<!--parlor:live-->"
+FINAL_SLOT = "<!--parlor:final-->"
+
+
+@router.get("/chats/{chat_id}/live")
+async def live(request: Request, chat_id: UUID, conv: deps.Conversation) -> Response:
+    """The chat page for a browser without JavaScript while an answer is written: one
+    HTML response that grows as the answer does (complete Markdown blocks rendered, the
+    block being written as text) and completes when the answer does, with the finished
+    answer. No refresh: what the person types meanwhile in the message box (sent before
+    the answer, placed below it by CSS) stays. Without a running answer: the chat page."""
+    chat = await conv.load(chat_id)
+    answer = next((m for m in reversed(chat.messages) if m.running), None)
+    gen = conv.live(answer.id) if answer is not None else None
+    if answer is None or gen is None or gen.finished.is_set():
+        return redirect(request, f"/chats/{chat_id}")
+    offset = len(gen.text)
+    md, shown = MarkdownStream.resume(gen.text)
+    html = render(
+        request,
+        "chats.html",
+        {"chats": await conv.chats(), "chat": chat, "live": answer, "live_shown": shown},
+    )
+    head, rest = html.split(LIVE_SLOT, 1)
+    middle, tail = rest.split(FINAL_SLOT, 1)
+
+    async def body() -> AsyncIterator[str]:
+        yield head
+        pieces = aiter(gen.follow(offset))
+        step: asyncio.Future[FollowUpdate] | None = None
+        try:
+            while True:
+                step = asyncio.ensure_future(anext(pieces))
+                while not (await asyncio.wait({step}, timeout=LIVE_KEEPALIVE_S))[0]:
+                    yield "<!-- -->"
+                try:
+                    change = step.result()
+                except StopAsyncIteration:
+                    break
+                if change.text:
+                    yield live_html(md.feed(change.text))
+        finally:
+            if step is not None:
+                step.cancel()  # the browser went away: stop following (the answer goes on)
+        yield live_html(md.close())
+        yield middle
+        final = gen.final
+        if final is not None:
+            yield bubble(request, final)
+        yield tail
+
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    return finish(request, StreamingResponse(body(), media_type="text/html", headers=headers))
 
 
 def _stream_headers() -> dict[str, str]:
@@ -142,6 +219,11 @@ async def stop(
 ) -> Response:
     message = await conv.stop(chat_id, message_id)
     if not is_htmx(request):
+        draft = form_text(form, "content")
+        if draft.strip():
+            # Stop from the message box of a page streamed without JavaScript: what the
+            # person typed meanwhile comes back in the box.
+            return await chat_page(request, conv, await conv.load(chat_id), composer_text=draft)
         return redirect(request, f"/chats/{chat_id}")
     return finish(request, HTMLResponse(bubble(request, message)))
 
@@ -156,5 +238,5 @@ async def retry(
 ) -> Response:
     message = await conv.retry(chat_id, message_id)
     if not is_htmx(request):
-        return redirect(request, f"/chats/{chat_id}")
+        return redirect(request, f"/chats/{chat_id}/live")
     return finish(request, HTMLResponse(bubble(request, message)))

@@ -21,6 +21,12 @@ async def index(request: Request, session: deps.Session) -> Response:
     return page(request, "login.html")
 
 
+@router.get("/login")
+async def login_page(request: Request) -> Response:
+    """The login form lives at /; a bookmarked or typed /login goes there."""
+    return redirect(request, "/")
+
+
 @router.post("/login")
 async def login(
     request: Request,

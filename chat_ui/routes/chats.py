@@ -8,23 +8,10 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from chat_ui import deps
-from chat_ui.contracts import Chat
-from chat_ui.conversation import Conversation, chat_title
-from chat_ui.web import form_text, page, redirect
+from chat_ui.conversation import SendRefused, chat_title
+from chat_ui.web import chat_page, composer_failure, form_text, is_htmx, page, redirect
 
 router = APIRouter()
-
-
-async def chat_page(request: Request, conv: Conversation, chat: Chat | None) -> Response:
-    ctx = {
-        "chats": await conv.chats(),
-        "chat": chat,
-        # Without JavaScript the page reloads itself until its answers are done and saved.
-        "refresh": chat is not None and (chat.running or chat.unsaved),
-        "composer_text": "",
-        "composer_error": None,
-    }
-    return page(request, "chats.html", ctx)
 
 
 @router.get("/chats")
@@ -34,8 +21,18 @@ async def chats_index(request: Request, conv: deps.Conversation) -> Response:
 
 @router.post("/chats")
 async def new_chat(request: Request, form: deps.CheckedForm, conv: deps.Conversation) -> Response:
-    chat = await conv.new_chat()
-    return redirect(request, f"/chats/{chat.id}")
+    """A new chat with its first message (the page's composer), so no empty chat is left
+    behind; without a `content` field (an API client), an empty chat."""
+    if "content" not in form:
+        chat = await conv.new_chat()
+        return redirect(request, f"/chats/{chat.id}")
+    try:
+        sent = await conv.start_chat(form_text(form, "content"))
+    except SendRefused as refused:
+        return composer_failure(request, None, refused)
+    if is_htmx(request):
+        return redirect(request, f"/chats/{sent.chat.id}")
+    return redirect(request, f"/chats/{sent.chat.id}/live")
 
 
 @router.get("/chats/{chat_id}")

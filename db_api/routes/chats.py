@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 
 from db_api import crud
@@ -16,7 +16,6 @@ from db_api.routes.deps import (
     OwnerDep,
     SessionDep,
     SettingsDep,
-    not_found,
     require_token,
 )
 from db_api.schemas import (
@@ -101,10 +100,7 @@ def get_chat(
     """The chat with its current branch, oldest first: the whole path, or with `limit`
     its last N messages; `before` pages upward from a message (has_earlier says whether
     more lie above)."""
-    try:
-        page = crud.get_chat(session, owner, chat_id, limit=limit, before=before)
-    except crud.NotFound as exc:
-        raise not_found(exc) from None
+    page = crud.get_chat(session, owner, chat_id, limit=limit, before=before)
     return _page(page)
 
 
@@ -130,12 +126,7 @@ def update_chat(
     fields = body.model_dump(exclude_unset=True, exclude={"params"})
     if "params" in body.model_fields_set:
         fields["params"] = body.params.stored()
-    try:
-        chat = crud.update_chat(session, owner, chat_id, fields)
-    except crud.NotFound as exc:
-        raise not_found(exc) from None
-    except crud.Conflict as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=exc.detail) from None
+    chat = crud.update_chat(session, owner, chat_id, fields)
     return ChatOut.model_validate(chat)
 
 
@@ -147,10 +138,7 @@ def update_chat(
 )
 def delete_chat(chat_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> Response:
     """Delete the chat and all its messages."""
-    try:
-        crud.delete_chat(session, owner, chat_id)
-    except crud.NotFound as exc:
-        raise not_found(exc) from None
+    crud.delete_chat(session, owner, chat_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -180,21 +168,18 @@ def add_message(
     regenerated answer is a pending assistant message with the old answer's parent."""
     check_limits(body, settings)
     body.check_content()
-    try:
-        message, versions = crud.add_message(
-            session,
-            owner,
-            chat_id,
-            parent_id=_parent(body),
-            lease=_lease(body),
-            role=body.role,
-            content=body.content,
-            status=body.status,
-            model=body.model,
-            params=body.params.stored() if body.params is not None else None,
-        )
-    except crud.NotFound as exc:
-        raise not_found(exc) from None
+    message, versions = crud.add_message(
+        session,
+        owner,
+        chat_id,
+        parent_id=_parent(body),
+        lease=_lease(body),
+        role=body.role,
+        content=body.content,
+        status=body.status,
+        model=body.model,
+        params=body.params.stored() if body.params is not None else None,
+    )
     return MessageOut.of(message, versions.ids)
 
 
@@ -215,19 +200,16 @@ def add_turn(
     `parent_id` (left out: the current leaf; null: a new first turn, i.e. an edit of the
     first question), the answer below it; the answer becomes the current leaf."""
     check_limits(body, settings)
-    try:
-        question, answer, versions = crud.add_turn(
-            session,
-            owner,
-            chat_id,
-            content=body.content,
-            parent_id=_parent(body),
-            model=body.model,
-            params=body.params.stored() if body.params is not None else None,
-            lease=_lease(body),
-        )
-    except crud.NotFound as exc:
-        raise not_found(exc) from None
+    question, answer, versions = crud.add_turn(
+        session,
+        owner,
+        chat_id,
+        content=body.content,
+        parent_id=_parent(body),
+        model=body.model,
+        params=body.params.stored() if body.params is not None else None,
+        lease=_lease(body),
+    )
     return TurnOut(
         user=MessageOut.of(question, versions[question.id].ids),
         assistant=MessageOut.of(answer, versions[answer.id].ids),
@@ -252,8 +234,6 @@ def select_branch(
     try:
         crud.select_branch(session, owner, chat_id, body.message_id, body.version)
         page = crud.get_chat(session, owner, chat_id, limit=limit)
-    except crud.NotFound as exc:
-        raise not_found(exc) from None
     except crud.BadVersion as exc:
         raise RequestValidationError(
             [

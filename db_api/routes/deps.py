@@ -108,11 +108,6 @@ def get_owner(
     return x_owner
 
 
-def not_found(exc: Exception) -> HTTPException:
-    """404 naming what is missing; another owner's object is missing too."""
-    return HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc))
-
-
 class ErrorOut(BaseModel):
     detail: Any
 

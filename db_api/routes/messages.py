@@ -7,8 +7,6 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Depends, Response, status
-from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse
 
 from db_api import crud
 from db_api.routes.deps import (
@@ -18,7 +16,6 @@ from db_api.routes.deps import (
     OwnerDep,
     SessionDep,
     SettingsDep,
-    not_found,
     require_token,
 )
 from db_api.schemas import (
@@ -43,20 +40,10 @@ def _conflict(description: str) -> dict[int | str, dict[str, Any]]:
     return {409: {"model": MessageConflict, "description": description}}
 
 
-def _conflict_response(exc: crud.Conflict) -> JSONResponse:
-    """409 with the stored message, so the caller can rebase on it."""
-    assert exc.message is not None and exc.versions is not None
-    body = MessageConflict(detail=exc.detail, message=MessageOut.of(exc.message, exc.versions.ids))
-    return JSONResponse(jsonable_encoder(body), status_code=status.HTTP_409_CONFLICT)
-
-
 @router.get("/messages/{message_id}", response_model=MessageOut, responses=NOT_FOUND)
 def get_message(message_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> MessageOut:
     """The message, with its place among its versions."""
-    try:
-        message, versions = crud.get_message(session, owner, message_id)
-    except crud.NotFound as exc:
-        raise not_found(exc) from None
+    message, versions = crud.get_message(session, owner, message_id)
     return MessageOut.of(message, versions.ids)
 
 
@@ -75,7 +62,7 @@ def update_message(
     owner: OwnerDep,
     session: SessionDep,
     settings: SettingsDep,
-) -> MessageOut | JSONResponse:
+) -> MessageOut:
     """Change the fields sent; the chat's updated_at moves with it. With `revision`, the
     write applies only if it is newer than the stored revision (else 409 and the stored
     message); without, the revision moves by one, except for a write of only
@@ -85,12 +72,7 @@ def update_message(
     fields = body.model_dump(exclude_unset=True, exclude={"params"})
     if "params" in body.model_fields_set:
         fields["params"] = body.params.stored() if body.params is not None else None
-    try:
-        message, versions = crud.update_message(session, owner, message_id, fields)
-    except crud.NotFound as exc:
-        raise not_found(exc) from None
-    except crud.Conflict as exc:
-        return _conflict_response(exc)
+    message, versions = crud.update_message(session, owner, message_id, fields)
     return MessageOut.of(message, versions.ids)
 
 
@@ -103,10 +85,7 @@ def update_message(
 def delete_message(message_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> Response:
     """Delete the message and every message below it. If the current branch went with it,
     the newest message left below its parent (else in the chat) becomes the current leaf."""
-    try:
-        crud.delete_message(session, owner, message_id)
-    except crud.NotFound as exc:
-        raise not_found(exc) from None
+    crud.delete_message(session, owner, message_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -121,16 +100,11 @@ def delete_message(message_id: uuid.UUID, owner: OwnerDep, session: SessionDep) 
 )
 def reopen_message(
     message_id: uuid.UUID, body: ReopenBody, owner: OwnerDep, session: SessionDep
-) -> MessageOut | JSONResponse:
+) -> MessageOut:
     """Set a finished answer back to pending to continue it (revision + 1): its text and
     counts stay, its end (error, reason, finish_reason, stop_requested) is cleared."""
     lease = crud.Lease(owner=body.lease_owner, seconds=body.lease_s)
-    try:
-        message, versions = crud.reopen_message(session, owner, message_id, lease)
-    except crud.NotFound as exc:
-        raise not_found(exc) from None
-    except crud.Conflict as exc:
-        return _conflict_response(exc)
+    message, versions = crud.reopen_message(session, owner, message_id, lease)
     return MessageOut.of(message, versions.ids)
 
 
@@ -149,16 +123,11 @@ def expire_message(
     owner: OwnerDep,
     session: SessionDep,
     settings: SettingsDep,
-) -> MessageOut | JSONResponse:
+) -> MessageOut:
     """Mark a running (pending/streaming) answer interrupted with `reason`, only if its
     lease is absent or expired: the check and the write are one statement."""
     check_limits(body, settings)
-    try:
-        message, versions = crud.expire_message(
-            session, owner, message_id, reason=body.reason, error=body.error
-        )
-    except crud.NotFound as exc:
-        raise not_found(exc) from None
-    except crud.Conflict as exc:
-        return _conflict_response(exc)
+    message, versions = crud.expire_message(
+        session, owner, message_id, reason=body.reason, error=body.error
+    )
     return MessageOut.of(message, versions.ids)

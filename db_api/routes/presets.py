@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 
 from db_api import crud
 from db_api.routes.deps import (
@@ -15,7 +15,6 @@ from db_api.routes.deps import (
     OwnerDep,
     SessionDep,
     SettingsDep,
-    not_found,
     require_token,
 )
 from db_api.schemas import PresetCreate, PresetOut, PresetUpdate, check_limits
@@ -55,19 +54,13 @@ def create_preset(
 ) -> PresetOut:
     check_limits(body, settings)
     fields = {**body.model_dump(exclude={"params"}), "params": body.params.stored()}
-    try:
-        preset = crud.create_preset(session, owner, fields)
-    except crud.Conflict as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=exc.detail) from None
+    preset = crud.create_preset(session, owner, fields)
     return PresetOut.model_validate(preset)
 
 
 @router.get("/presets/{preset_id}", response_model=PresetOut, responses=NOT_FOUND)
 def get_preset(preset_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> PresetOut:
-    try:
-        return PresetOut.model_validate(crud.get_preset(session, owner, preset_id))
-    except crud.NotFound as exc:
-        raise not_found(exc) from None
+    return PresetOut.model_validate(crud.get_preset(session, owner, preset_id))
 
 
 @router.patch(
@@ -88,12 +81,7 @@ def update_preset(
     fields = body.model_dump(exclude_unset=True, exclude={"params"})
     if "params" in body.model_fields_set:
         fields["params"] = body.params.stored()
-    try:
-        preset = crud.update_preset(session, owner, preset_id, fields)
-    except crud.NotFound as exc:
-        raise not_found(exc) from None
-    except crud.Conflict as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=exc.detail) from None
+    preset = crud.update_preset(session, owner, preset_id, fields)
     return PresetOut.model_validate(preset)
 
 
@@ -104,8 +92,5 @@ def update_preset(
     responses=NOT_FOUND,
 )
 def delete_preset(preset_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> Response:
-    try:
-        crud.delete_preset(session, owner, preset_id)
-    except crud.NotFound as exc:
-        raise not_found(exc) from None
+    crud.delete_preset(session, owner, preset_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

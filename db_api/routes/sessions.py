@@ -14,7 +14,6 @@ from db_api.routes.deps import (
     ErrorOut,
     OwnerDep,
     SessionDep,
-    not_found,
     require_token,
 )
 from db_api.schemas import SessionOut
@@ -37,10 +36,7 @@ def create_session(owner: OwnerDep, session: SessionDep) -> SessionOut:
 @router.get("/sessions/{session_id}", response_model=SessionOut, responses=NOT_FOUND)
 def get_session(session_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> SessionOut:
     """200 while the session is live; 404 once revoked (or never created)."""
-    try:
-        return SessionOut.model_validate(crud.get_session(session, owner, session_id))
-    except crud.NotFound as exc:
-        raise not_found(exc) from None
+    return SessionOut.model_validate(crud.get_session(session, owner, session_id))
 
 
 @router.delete(
@@ -51,8 +47,5 @@ def get_session(session_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> 
 )
 def delete_session(session_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> Response:
     """Revoke the session."""
-    try:
-        crud.delete_session(session, owner, session_id)
-    except crud.NotFound as exc:
-        raise not_found(exc) from None
+    crud.delete_session(session, owner, session_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

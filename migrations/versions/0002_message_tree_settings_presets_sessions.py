@@ -34,7 +34,19 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+def _sqlite_foreign_keys_off() -> None:
+    """A batch rebuild drops and recreates a table: with SQLite's foreign keys on, dropping
+    `chats` would cascade-delete every message. migrations/env.py turns them off; a
+    connection lent with them on is refused before anything is touched."""
+    bind = op.get_bind()
+    if bind.dialect.name == "sqlite" and bind.exec_driver_sql("PRAGMA foreign_keys").scalar():
+        raise RuntimeError(
+            "0002 rebuilds tables: run it on a SQLite connection with PRAGMA foreign_keys=OFF"
+        )
+
+
 def upgrade() -> None:
+    _sqlite_foreign_keys_off()
     with op.batch_alter_table("messages") as batch:
         batch.add_column(sa.Column("parent_id", sa.Uuid(), nullable=True))
         batch.add_column(sa.Column("revision", sa.Integer(), server_default="0", nullable=False))
@@ -127,6 +139,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # Every message is kept; the versions of a turn become consecutive messages again.
+    _sqlite_foreign_keys_off()
     op.drop_table("sessions")
     op.drop_table("presets")
     with op.batch_alter_table("chats") as batch:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,11 +26,12 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, Path]:
     return status, out
 
 
-def _part(out: Path, number: int) -> dict:
-    return json.loads((out / "results" / f"part{number}.json").read_text())
+def _part(out: Path, number: int) -> dict[str, Any]:
+    part: dict[str, Any] = json.loads((out / "results" / f"part{number}.json").read_text())
+    return part
 
 
-def _column(table: dict, name: str) -> list[str]:
+def _column(table: dict[str, Any], name: str) -> list[str]:
     index = table["columns"].index(name)
     return [row[index] for row in table["rows"]]
 

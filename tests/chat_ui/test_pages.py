@@ -17,24 +17,6 @@ def ada(browser: Browser) -> Browser:
     return browser
 
 
-def test_no_js_send_redirects_and_refreshes_until_complete(ada: Browser, fake_lm: FakeLm) -> None:
-    fake_lm.hold_after = 2
-    assert 'class="empty-state"' in ada.get("/chats").text
-    chat = ada.new_chat()
-    resp = ada.send(chat, "Hello?")
-    assert resp.status_code == 303 and resp.headers["location"] == f"/chats/{chat}"
-    assert fake_lm.held.wait(timeout=10)
-    page = ada.get(f"/chats/{chat}").text
-    assert '<noscript><meta http-equiv="refresh" content="2"></noscript>' in page
-    assert 'data-status="pending"' in page or 'data-status="streaming"' in page
-    assert "Hello?" in page
-    fake_lm.release()
-    ada.follow(chat, message_ids(page)[0])
-    page = ada.get(f"/chats/{chat}").text
-    assert "http-equiv" not in page
-    assert "<p>Hello, world!</p>" in page
-
-
 def test_new_chats_are_listed_most_recent_first_with_title_and_age(ada: Browser) -> None:
     first = ada.new_chat()
     ada.send(first, "first question")
@@ -184,7 +166,7 @@ def test_static_files_are_served(browser: Browser) -> None:
     for name in [
         "htmx-2.0.11.min.js",
         "htmx-ext-sse-2.2.4.js",
-        "composer.js",
+        "parlor.js",
         "parlor.css",
         "pygments.css",
     ]:

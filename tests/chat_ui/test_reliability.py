@@ -61,7 +61,8 @@ def test_final_state_waits_in_memory_until_storage_is_back(
     b = open_browser(flush_interval_s=3600, save_retry_max_s=0.5)
     chat, mid = held_answer(b, fake_lm)
     events = b.events(f"/chats/{chat}/messages/{mid}/stream")
-    next(events)  # following the answer
+    assert next(events).event == "sync"  # following the answer:
+    assert next(events).event == "token"  # "Hello, "
     fake_db.down = True
     fake_lm.release()
     rest = list(events)
@@ -118,7 +119,8 @@ def test_nul_and_lone_surrogates_are_replaced_and_the_rest_kept(
     chat = browser.new_chat()
     browser.send(chat, "a\x00b")
     mid = message_ids(browser.get(f"/chats/{chat}").text)[0]
-    text, done = browser.follow_live(chat, mid, fake_lm.release)
+    shown, done = browser.follow_live(chat, mid, fake_lm.release)
+    text = shown.text.strip()
     assert text == "Hi\ufffd there\ufffd! \U0001f600"
     assert 'data-status="complete"' in done.data
     stored = fake_db.messages[mid]

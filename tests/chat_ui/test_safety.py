@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from tests.chat_ui.conftest import Browser, LiveServer, message_ids
+from tests.chat_ui.conftest import Browser, LiveServer, final_body, message_ids
 from tests.chat_ui.fakes import FakeDb, FakeLm
 
 XSS = [
@@ -170,8 +170,11 @@ def test_xss_in_model_output_is_sanitized(browser: Browser, fake_lm: FakeLm) -> 
     chat = browser.new_chat()
     browser.send(chat, "say something nasty")
     mid = message_ids(browser.get(f"/chats/{chat}").text)[0]
-    text, done = browser.follow_live(chat, mid, fake_lm.release)
-    assert text == MODEL_XSS  # the tokens carried it, escaped
+    shown, done = browser.follow_live(chat, mid, fake_lm.release)
+    # Every event (text and rendered blocks alike) carried it inert.
+    for ev in shown.events:
+        assert_no_active_content(ev.data)
+    assert "<script>" in shown.text and shown.blocks == final_body(done)
     assert_no_active_content(done.data)
     assert "&lt;script&gt;" in done.data  # shown as text, in the code block too
     page = browser.get(f"/chats/{chat}").text

@@ -322,3 +322,23 @@ def test_0002_turns_every_chat_into_one_branch(database_url: str) -> None:
     command.upgrade(config, "head")
     _check_one_branch(database_url, chats)
     _api_path(database_url, chats)
+
+
+def test_0002_refuses_a_sqlite_connection_with_foreign_keys_on(tmp_path: Path) -> None:
+    """Its table rebuilds would cascade-delete every message: nothing is touched."""
+    url = f"sqlite:///{tmp_path / 'fk.db'}"
+    config = alembic_config(url)
+    command.upgrade(config, "0001")
+    chats = _populate_r1(url)
+    engine = make_engine(url)  # foreign keys on, as db_api runs
+    try:
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            with pytest.raises(RuntimeError, match="foreign_keys=OFF"):
+                command.upgrade(config, "0002")
+        with engine.connect() as conn:
+            count = conn.execute(sa.text("SELECT count(*) FROM messages")).scalar_one()
+            version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    finally:
+        engine.dispose()
+    assert count == sum(len(rows) for rows in chats.values()) and version == "0001"

@@ -37,10 +37,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def _write_model(path: Path, preset: str) -> Path:
-    try:
-        from parlor.synth import write_gguf  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        from lm_api.synthetic import write_gguf  # type: ignore[no-redef, unused-ignore]
+    from parlor.synth import write_gguf
+
     result: Path = write_gguf(path, preset=preset, seed=0)
     return result
 

@@ -16,7 +16,7 @@ import uvicorn
 from llama_cpp._internals import LlamaBatch, LlamaContext
 
 from lm_api.config import Settings
-from lm_api.engine import Loader
+from lm_api.engines.base import Loader
 from lm_api.main import create_app
 from tests.support import free_port, wait_healthy
 

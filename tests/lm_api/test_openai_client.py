@@ -7,10 +7,11 @@ from pathlib import Path
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.lm_api.conftest import serve, toy_settings
 
-MESSAGES = [
+MESSAGES: list[ChatCompletionMessageParam] = [
     {"role": "system", "content": "You are terse."},
     {"role": "user", "content": "Tell me about the river and the stone."},
 ]
@@ -24,17 +25,27 @@ def async_client(url: str) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
 
 
-def test_models_lists_the_served_model_with_its_context(toy_url: str) -> None:
+def test_models_lists_the_served_model_with_its_context(toy_url: str, toy_model: Path) -> None:
     models = client(toy_url).models.list()
     assert [m.id for m in models.data] == ["toy"]
-    assert models.data[0].model_extra == {"meta": {"n_ctx": 1024}}
+    assert models.data[0].model_extra == {
+        "meta": {
+            "n_ctx": 1024,
+            "n_ctx_train": 4096,
+            "size_bytes": toy_model.stat().st_size,
+            "quantization": "F32",
+            "architecture": "llama",
+            "loaded": True,
+            "state": "ready",
+        }
+    }
 
 
 def test_non_stream_answer_has_openai_shape_and_exact_length(toy_url: str) -> None:
     resp = client(toy_url).chat.completions.create(
         model="toy",
         messages=MESSAGES,
-        max_tokens=16,  # type: ignore[arg-type]
+        max_tokens=16,
     )
     assert resp.id.startswith("chatcmpl-")
     assert resp.object == "chat.completion"
@@ -53,7 +64,7 @@ def test_non_stream_answer_has_openai_shape_and_exact_length(toy_url: str) -> No
 def test_stream_has_role_first_content_then_finish_and_usage(toy_url: str) -> None:
     stream = client(toy_url).chat.completions.create(
         model="toy",
-        messages=MESSAGES,  # type: ignore[arg-type]
+        messages=MESSAGES,
         max_tokens=12,
         stream=True,
         stream_options={"include_usage": True},
@@ -78,14 +89,14 @@ def test_stream_and_non_stream_give_the_same_text_for_the_same_seed(toy_url: str
         model="toy",
         messages=MESSAGES,
         max_tokens=20,
-        seed=7,  # type: ignore[arg-type]
+        seed=7,
     )
     stream = c.chat.completions.create(
         model="toy",
         messages=MESSAGES,
         max_tokens=20,
         seed=7,
-        stream=True,  # type: ignore[arg-type]
+        stream=True,
     )
     streamed = "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices)
     assert streamed == whole.choices[0].message.content
@@ -98,7 +109,7 @@ def test_a_stop_string_cuts_the_answer(toy_url: str) -> None:
             model="toy",
             messages=MESSAGES,
             max_tokens=30,
-            temperature=0,  # type: ignore[arg-type]
+            temperature=0,
         )
         .choices[0]
         .message.content
@@ -110,7 +121,7 @@ def test_a_stop_string_cuts_the_answer(toy_url: str) -> None:
         messages=MESSAGES,
         max_tokens=30,
         temperature=0,
-        stop=[stop],  # type: ignore[arg-type]
+        stop=[stop],
     )
     assert cut.choices[0].finish_reason == "stop"
     assert cut.choices[0].message.content == full[: full.index(stop)]
@@ -149,9 +160,9 @@ def test_concurrent_streams_all_complete_with_their_full_token_count(
 def test_a_model_without_chat_template_answers(toy_model_no_template: Path, engine: str) -> None:
     with serve(toy_settings(toy_model_no_template, engine=engine)) as url:
         resp = client(url).chat.completions.create(
-            model="x",
+            model="toy-no-template",
             messages=MESSAGES,
-            max_tokens=25,  # type: ignore[arg-type]
+            max_tokens=25,
         )
         health = client(url).models.list()
     assert resp.choices[0].finish_reason == "length"

@@ -7,41 +7,28 @@ sequence, then sample each sequence with its own sampler chain. Decoding on a CP
 bound by reading the weights, so one pass serving four sequences costs little more than
 one serving a single sequence: aggregate throughput grows with the number of chats.
 
-It implements `lm_api.engine.Engine` exactly (same events, errors, metrics and status), so
-the HTTP layer does not know which engine it talks to.
+Each running generation is a `Sequence` (lm_api.engines.sequence), as in the FIFO engine:
+the text, stop strings, end and metrics of a generation are the same whichever engine runs.
 """
 
 from __future__ import annotations
 
-import codecs
 import collections
 import logging
 import random
 import threading
-import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import llama_cpp
 from llama_cpp import _internals as internals
 
 from lm_api.config import Settings
-from lm_api.engine import (
-    EngineBase,
-    Failed,
-    Finished,
-    Generation,
-    GenerationRequest,
-    Loader,
-    TextDelta,
-    load_llama,
-)
+from lm_api.engines.base import Engine, Generation, GenerationRequest, Loader, load_llama
+from lm_api.engines.sequence import EndReason, Sequence
 from lm_api.metrics import Metrics
-from lm_api.stops import StopMatcher
 
 log = logging.getLogger("lm_api")
-
-EndReason = Literal["stop", "length", "cancelled", "error"]
 
 # How many recent tokens the frequency/presence penalties look at (llama.cpp's default).
 PENALTY_LAST_N = 64
@@ -59,13 +46,9 @@ class Slot:
     cached: list[int] = field(default_factory=list)  # tokens whose KV this sequence holds
     last_used: int = 0  # admission counter: free slots are reused least recently used first
     gen: Generation | None = None
+    seq: Sequence | None = None  # the running generation's text side, once started
     sampler: Any = None
-    decoder: codecs.IncrementalDecoder | None = None
-    stopper: StopMatcher | None = None
     pending: int = -1  # sampled, sent, not yet decoded into the KV cache
-    n: int = 0
-    started: float = 0.0
-    first_at: float | None = None
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -77,7 +60,7 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-class BatchedEngine(EngineBase):
+class BatchedEngine(Engine):
     """One llama.cpp context, up to `parallel` generations decoding together."""
 
     thread_name = "lm_api-batched"
@@ -219,14 +202,11 @@ class BatchedEngine(EngineBase):
         """Evaluate the prompt of a newly admitted generation and take its first token."""
         gen = slot.gen
         assert gen is not None and self._ctx is not None
+        assert self._llm is not None
         req = gen.request
         prompt = req.prompt.tokens
-        self._metrics.in_progress.inc()
-        self._metrics.prompt_tokens.inc(len(prompt))
-        slot.n, slot.first_at, slot.pending = 0, None, -1
-        slot.started = time.perf_counter()
-        slot.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        slot.stopper = StopMatcher(req.stop)
+        slot.seq = Sequence(gen, self._llm, self._vocab, self._metrics)
+        slot.pending = -1
         slot.sampler = self._make_sampler(req)
         if gen.cancelled.is_set():
             self._end(slot, "cancelled")
@@ -321,73 +301,29 @@ class BatchedEngine(EngineBase):
             slot.sampler = None
 
     def _take(self, slot: Slot, token: int) -> None:
-        """Handle a sampled token: end of generation, text out, stop strings, length."""
-        gen = slot.gen
-        assert gen is not None and self._llm is not None
-        assert slot.decoder is not None and slot.stopper is not None
-        # Checked between tokens: a client that leaves frees its slot at once.
-        if gen.cancelled.is_set():
-            self._end(slot, "cancelled")
-            return
-        if llama_cpp.llama_vocab_is_eog(self._vocab, token):
-            self._end(slot, "stop")
-            return
-        slot.n += 1
-        if slot.first_at is None:
-            slot.first_at = time.perf_counter()
-        text, hit = slot.stopper.feed(slot.decoder.decode(self._llm.detokenize([token])))
-        if text:
-            gen.emit(TextDelta(text))
-        if hit:
-            self._end(slot, "stop")
-        elif slot.n >= gen.request.max_tokens:
-            self._end(slot, "length")
+        """Hand a sampled token to its sequence; free the slot if the generation ends."""
+        assert slot.seq is not None
+        end = slot.seq.take(token)
+        if end is not None:
+            self._end(slot, end)
         else:
             slot.pending = token
 
     def _error(self, slots: list[Slot], exc: Exception) -> None:
-        log.error("lm_api: generation failed: %s", exc, exc_info=exc)
         assert self._ctx is not None
         for slot in slots:
             # The sequence's KV state is unknown now: drop it, the next prompt is re-read.
             llama_cpp.llama_memory_seq_rm(self._ctx.memory, slot.seq_id, -1, -1)
             slot.cached = []
-            gen = slot.gen
+            if slot.seq is not None:
+                slot.seq.fail(exc)
             self._end(slot, "error")
-            if gen is not None:
-                gen.emit(Failed(f"generation failed: {exc}"))
 
     def _end(self, slot: Slot, reason: EndReason) -> None:
-        """Record the generation's end, tell its caller (unless it left), free the slot."""
-        gen = slot.gen
-        assert gen is not None
-        ended = time.perf_counter()
-        n, first_at = slot.n, slot.first_at
-        self._metrics.generations.labels(reason).inc()
-        if reason != "error":  # as FifoEngine: a failed generation counts only as an error
-            self._metrics.completion_tokens.inc(n)
-        if first_at is not None and reason != "error":
-            self._metrics.ttft.observe(first_at - gen.accepted_at)
-            if n > 1 and ended > first_at:
-                self._metrics.tokens_per_second.observe((n - 1) / (ended - first_at))
-        if reason in ("stop", "length"):
-            assert slot.decoder is not None and slot.stopper is not None
-            if reason == "length":
-                tail, _ = slot.stopper.feed(slot.decoder.decode(b"", final=True))
-                tail += slot.stopper.flush()
-                if tail:
-                    gen.emit(TextDelta(tail))
-            gen.emit(
-                Finished(
-                    finish_reason="stop" if reason == "stop" else "length",
-                    prompt_tokens=len(gen.request.prompt.tokens),
-                    completion_tokens=n,
-                    ttft_ms=None if first_at is None else (first_at - gen.accepted_at) * 1000,
-                    generation_ms=(ended - slot.started) * 1000,
-                )
-            )
+        """End the slot's generation (unless it ended already) and free the slot."""
+        assert slot.seq is not None
+        slot.seq.finish(reason)
         self._free_sampler(slot)
-        slot.gen, slot.decoder, slot.stopper, slot.pending = None, None, None, -1
-        self._metrics.in_progress.dec()
+        slot.gen, slot.seq, slot.pending = None, None, -1
         with self._lock:
             self._running -= 1

@@ -1,38 +1,30 @@
-"""The inference engine behind the HTTP layer.
+"""What every engine shares: the events and errors callers see, model loading, and the
+`Engine` interface (background loading, status, prepare, submit, cancellation).
 
-`Engine` is the interface the HTTP layer uses; `FifoEngine` is its first implementation:
-one llama.cpp context, one worker thread running generations one at a time in arrival
-order, a bounded waiting line. A batched engine (several sequences decoding together, as
-llama-server's slots do) can replace it without touching the HTTP layer. `EngineBase`
-holds what every engine shares: background loading, status, prepare, submit, cancel.
+An engine owns one loaded model and a worker thread that generates; the HTTP layer talks
+to it through `Engine` only, so it does not know which engine runs.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
-import codecs
-import contextlib
 import logging
-import queue
-import random
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import llama_cpp
 
 from lm_api.config import Settings
 from lm_api.metrics import Metrics
 from lm_api.prompt import ChatPrompter, Prompt
-from lm_api.stops import StopMatcher
 
 log = logging.getLogger("lm_api")
 
-State = Literal["loading", "ready", "failed"]
+State = Literal["loading", "ready", "failed", "unloaded"]
 
 
 # --- what callers get -----------------------------------------------------------------
@@ -98,13 +90,18 @@ Event = TextDelta | Finished | Failed | Cancelled
 class Generation:
     """One accepted request: its events, and a way to give up on it."""
 
-    def __init__(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        request: GenerationRequest,
+        loop: asyncio.AbstractEventLoop,
+        on_cancel: Callable[[Generation], None] = lambda _g: None,
+    ) -> None:
         self.request = request
         self.accepted_at = time.perf_counter()
         self.cancelled = threading.Event()
         self._loop = loop
         self._events: asyncio.Queue[Event] = asyncio.Queue()
-        self._on_cancel: Callable[[Generation], None] = lambda _g: None
+        self._on_cancel = on_cancel
         # Set by the engine, under its lock, when the request leaves the waiting line
         # (started, or cancelled while waiting), so it is counted out exactly once.
         self.left_line = False
@@ -142,25 +139,6 @@ class EngineStatus:
     running: int
 
 
-class Engine(Protocol):
-    def start(self) -> None: ...
-    def close(self) -> None: ...
-    def status(self) -> EngineStatus: ...
-    def prepare(
-        self,
-        messages: list[dict[str, Any]],
-        *,
-        max_tokens: int | None,
-        temperature: float,
-        top_p: float,
-        stop: list[str],
-        seed: int | None,
-        frequency_penalty: float = 0.0,
-        presence_penalty: float = 0.0,
-    ) -> GenerationRequest: ...
-    def submit(self, request: GenerationRequest) -> Generation: ...
-
-
 # --- loading --------------------------------------------------------------------------
 
 Loader = Callable[[Settings], llama_cpp.Llama]
@@ -188,16 +166,18 @@ def load_llama(settings: Settings) -> llama_cpp.Llama:
     )
 
 
-# --- what both engines share ----------------------------------------------------------
+# --- the interface --------------------------------------------------------------------
 
 
-class EngineBase(abc.ABC):
-    """Loading, status, prepare, submit and cancellation, the same for every engine.
+class Engine(abc.ABC):
+    """A model served by a worker thread; the HTTP layer's only view of generation.
 
-    A subclass says how long each sequence's context is (`_n_ctx`), how many generations
-    run (`_n_running`), when the waiting line is full (`_line_full`), how a request joins
-    it (`_enqueue`), how to stop (`_stop_serving`) and how to serve (`_serve`); and, if
-    it needs to, how the model is loaded (`_load`) and what else serving needs (`_open`).
+    Public: `start`, `close`, `status`, `prepare`, `submit`. A subclass says how long each
+    sequence's context is (`_n_ctx`), how many generations run (`_n_running`), when the
+    waiting line is full (`_line_full`), how a request joins it (`_enqueue`), how to stop
+    (`_stop_serving`) and how to serve (`_serve`); and, if it needs to, how the model is
+    loaded (`_load`) and what else serving needs (`_open`). Each running generation is a
+    `lm_api.engines.sequence.Sequence`, which turns tokens into events and metrics.
     """
 
     thread_name = "lm_api-engine"
@@ -214,6 +194,8 @@ class EngineBase(abc.ABC):
         self._lock = threading.Lock()
         self._waiting = 0  # accepted, not started, not cancelled
         self._thread: threading.Thread | None = None
+        # Called from the worker thread once the model is ready or has failed to load.
+        self.on_settled: Callable[[], None] = lambda: None
 
     # hooks
 
@@ -260,10 +242,16 @@ class EngineBase(abc.ABC):
         self._thread.start()
 
     def close(self) -> None:
-        """Cancel what runs and what waits (their callers get a Cancelled), stop the worker."""
+        """Cancel what runs and what waits (their callers get a Cancelled), stop the worker,
+        and give the model's memory back (once the worker has returned)."""
         self._stop_serving()
         if self._thread is not None and self._state == "ready":
             self._thread.join(timeout=30)
+
+    @property
+    def waiting(self) -> int:
+        """Requests accepted and not started (read without the lock: a gauge's value)."""
+        return self._waiting
 
     def _main(self) -> None:
         s = self._settings
@@ -275,9 +263,11 @@ class EngineBase(abc.ABC):
         try:
             prompter = ChatPrompter(llm, s.chat_format)
         except Exception as exc:  # a bad LM_API_CHAT_FORMAT or a broken GGUF template
+            llm.close()
             self._fail(f"chat format not usable: {exc}")
             return
         if not self._open(llm):
+            llm.close()
             return
         with self._lock:
             self._llm, self._prompter = llm, prompter
@@ -289,12 +279,21 @@ class EngineBase(abc.ABC):
             self._layout(llm),
             prompter.source,
         )
-        self._serve()
+        self.on_settled()
+        try:
+            self._serve()
+        finally:
+            with self._lock:
+                self._llm = self._prompter = self._vocab = None
+                self._state, self._detail = "unloaded", "unloaded"
+            llm.close()  # the weights and the loader's context go now, not at some GC
+            log.info("lm_api: model %s unloaded", s.model_path)
 
     def _fail(self, detail: str) -> None:
         with self._lock:
             self._state, self._detail = "failed", detail
         log.error("lm_api: %s", detail)
+        self.on_settled()
 
     def status(self) -> EngineStatus:
         with self._lock:
@@ -309,6 +308,25 @@ class EngineBase(abc.ABC):
 
     # requests
 
+    def _ready(self) -> tuple[llama_cpp.Llama, ChatPrompter, int]:
+        """The model, its prompter and one sequence's context (raises NotReady)."""
+        with self._lock:
+            if self._state != "ready" or self._prompter is None or self._llm is None:
+                raise NotReady(self._detail)
+            return self._llm, self._prompter, self._n_ctx()
+
+    def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
+        """The model's tokens for `text`, special tokens parsed (raises NotReady, ValueError).
+
+        `add_special` adds BOS when the model wants one, as llama-server's /tokenize does.
+        """
+        llm = self._ready()[0]
+        return list(llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=True))
+
+    def build_prompt(self, messages: list[dict[str, Any]]) -> Prompt:
+        """The prompt a completion of `messages` reads (raises NotReady, ValueError)."""
+        return self._ready()[1].build(messages)
+
     def prepare(
         self,
         messages: list[dict[str, Any]],
@@ -322,10 +340,7 @@ class EngineBase(abc.ABC):
         presence_penalty: float = 0.0,
     ) -> GenerationRequest:
         """Format and tokenize (raises NotReady, ValueError, ContextLengthExceeded)."""
-        with self._lock:
-            if self._state != "ready" or self._prompter is None or self._llm is None:
-                raise NotReady(self._detail)
-            prompter, n_ctx = self._prompter, self._n_ctx()
+        _, prompter, n_ctx = self._ready()
         prompt = prompter.build(messages)
         room = n_ctx - len(prompt.tokens)
         if room < 1:
@@ -344,7 +359,7 @@ class EngineBase(abc.ABC):
 
     def submit(self, request: GenerationRequest) -> Generation:
         """Accept a request into the line (raises NotReady, QueueFull)."""
-        gen = Generation(request, asyncio.get_running_loop())
+        gen = Generation(request, asyncio.get_running_loop(), on_cancel=self._cancelled)
         with self._lock:
             if self._state != "ready":
                 raise NotReady(self._detail)
@@ -352,7 +367,6 @@ class EngineBase(abc.ABC):
                 raise QueueFull(f"{self._waiting} requests are waiting already")
             self._waiting += 1
             self._metrics.queue_depth.set(self._waiting)
-            gen._on_cancel = self._cancelled
             self._enqueue(gen)
         return gen
 
@@ -364,162 +378,3 @@ class EngineBase(abc.ABC):
                 self._waiting -= 1
                 self._metrics.queue_depth.set(self._waiting)
                 self._metrics.generations.labels("cancelled").inc()
-
-
-# --- the FIFO engine ------------------------------------------------------------------
-
-
-class FifoEngine(EngineBase):
-    """One llama.cpp context, generations one at a time, in arrival order."""
-
-    def __init__(self, settings: Settings, metrics: Metrics, loader: Loader = load_llama) -> None:
-        super().__init__(settings, metrics, loader)
-        self._jobs: queue.SimpleQueue[Generation | None] = queue.SimpleQueue()
-        self._running: Generation | None = None
-        self._closed = threading.Event()
-
-    def _n_ctx(self) -> int:
-        return self._llm.n_ctx() if self._llm is not None else self._settings.n_ctx
-
-    def _n_running(self) -> int:
-        return int(self._running is not None)
-
-    def _line_full(self) -> bool:
-        busy = self._running is not None or self._waiting > 0
-        return busy and self._waiting >= self._settings.max_queue
-
-    def _enqueue(self, gen: Generation) -> None:
-        self._jobs.put(gen)
-
-    def _layout(self, llm: llama_cpp.Llama) -> str:
-        return f"n_ctx={llm.n_ctx()}"
-
-    def _stop_serving(self) -> None:
-        self._closed.set()
-        with self._lock:
-            running = self._running
-        if running is not None:
-            running.cancel()
-        while True:
-            try:
-                waiting = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if waiting is not None:
-                waiting.cancel()
-        self._jobs.put(None)
-
-    # the worker
-
-    def _serve(self) -> None:
-        while True:
-            gen = self._jobs.get()
-            if gen is None:
-                return
-            if self._closed.is_set():
-                gen.cancel()
-                continue
-            with self._lock:
-                if gen.left_line:  # cancelled while waiting
-                    continue
-                gen.left_line = True
-                self._waiting -= 1
-                self._running = gen
-                self._metrics.queue_depth.set(self._waiting)
-            self._metrics.in_progress.inc()
-            try:
-                self._run(gen)
-            except Exception as exc:  # never let one request kill the worker
-                log.exception("lm_api: generation failed")
-                self._metrics.generations.labels("error").inc()
-                gen.emit(Failed(f"generation failed: {exc}"))
-            finally:
-                self._metrics.in_progress.dec()
-                with self._lock:
-                    self._running = None
-
-    def _run(self, gen: Generation) -> None:
-        assert self._llm is not None
-        llm, req = self._llm, gen.request
-        n_prompt = len(req.prompt.tokens)
-        self._metrics.prompt_tokens.inc(n_prompt)
-        llm.set_seed(req.seed if req.seed is not None else random.getrandbits(31))
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stopper = StopMatcher(req.stop)
-        n = 0
-        reason: Literal["stop", "length", "cancelled"] = "length"
-        started = time.perf_counter()
-        first_at: float | None = None
-        tokens = llm.generate(
-            req.prompt.tokens,
-            temp=req.temperature,
-            top_p=req.top_p,
-            repeat_penalty=1.0,
-            frequency_penalty=req.frequency_penalty,
-            presence_penalty=req.presence_penalty,
-            # reset=True (the default) still keeps the KV cache of the longest common
-            # prefix with the previous generation: a growing chat re-reads only its tail.
-        )
-        try:
-            for token in tokens:
-                # Checked between tokens: a client that leaves frees the model at once.
-                if gen.cancelled.is_set():
-                    reason = "cancelled"
-                    break
-                if llama_cpp.llama_vocab_is_eog(self._vocab, token):
-                    reason = "stop"
-                    break
-                n += 1
-                if first_at is None:
-                    first_at = time.perf_counter()
-                text, hit = stopper.feed(decoder.decode(llm.detokenize([token])))
-                if text:
-                    gen.emit(TextDelta(text))
-                if hit:
-                    reason = "stop"
-                    break
-                if n >= req.max_tokens:
-                    break
-        except Exception as exc:
-            log.exception("lm_api: generation failed")
-            self._metrics.generations.labels("error").inc()
-            llm.reset()  # the context state is unknown now: re-read the next prompt fully
-            gen.emit(Failed(f"generation failed: {exc}"))
-            return
-        finally:
-            with contextlib.suppress(Exception):
-                tokens.close()
-        ended = time.perf_counter()
-        self._metrics.completion_tokens.inc(n)
-        self._metrics.generations.labels(reason).inc()
-        if first_at is not None:
-            self._metrics.ttft.observe(first_at - gen.accepted_at)
-            if n > 1 and ended > first_at:
-                self._metrics.tokens_per_second.observe((n - 1) / (ended - first_at))
-        if reason == "cancelled":
-            return
-        if reason == "length":
-            tail, _ = stopper.feed(decoder.decode(b"", final=True))
-            tail += stopper.flush()
-            if tail:
-                gen.emit(TextDelta(tail))
-        gen.emit(
-            Finished(
-                finish_reason=reason,
-                prompt_tokens=n_prompt,
-                completion_tokens=n,
-                ttft_ms=None if first_at is None else (first_at - gen.accepted_at) * 1000,
-                generation_ms=(ended - started) * 1000,
-            )
-        )
-
-
-def describe(settings: Settings) -> str:
-    """The effective settings, for the start-up log line."""
-    return (
-        f"model={Path(settings.model_path)} name={settings.served_model_name} "
-        f"n_ctx={settings.n_ctx} n_threads={settings.threads} n_batch={settings.n_batch} "
-        f"n_gpu_layers={settings.n_gpu_layers} chat_format={settings.chat_format or 'auto'} "
-        f"max_queue={settings.max_queue} max_tokens={settings.max_tokens} "
-        f"token={'set' if settings.internal_token else 'none'}"
-    )
