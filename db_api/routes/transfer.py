@@ -12,7 +12,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from db_api import crud
 from db_api.config import Settings
 from db_api.models import utcnow
 from db_api.routes.deps import (
@@ -95,10 +94,7 @@ def export_chat(
     """One chat with every branch and version, its settings and times (`format=json`:
     docs/export-schema-v1.json; importable), or its current branch and then the other
     branches as Markdown (`format=markdown`)."""
-    try:
-        exported = exporting.export_chat(session, owner, chat_id)
-    except crud.NotFound:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="chat not found") from None
+    exported = exporting.export_chat(session, owner, chat_id)
     chat = exported.chats[0]
     if format_ == "markdown":
         return Response(
