@@ -35,6 +35,8 @@ from chat_ui.contracts import (
 log = logging.getLogger("chat_ui.clients")
 
 _CHAT_LIST = TypeAdapter(list[ChatSummary])
+# How long db_api may take to store an imported file (nginx's /import allows as much).
+IMPORT_TIMEOUT_S = 600.0
 
 
 class DbUnavailable(Exception):
@@ -87,6 +89,7 @@ class DbApi:
         self, method: str, path: str, owner: str | None, json: object = None, **kw: Any
     ) -> httpx.Response:
         headers = {"X-Owner": owner} if owner else {}
+        headers.update(kw.pop("headers", {}))
         try:
             resp = await self._client.request(method, path, headers=headers, json=json, **kw)
         except httpx.HTTPError as exc:
@@ -176,6 +179,48 @@ class DbApi:
             await self._call("DELETE", f"/sessions/{session_id}", owner)
         except (NotFound, DbRejected):
             pass  # already gone, or never was
+
+    # Search, export and import (issue 14): answers are handed on as db_api wrote them.
+
+    async def search(self, owner: str, q: str, *, limit: int, offset: int) -> Any:
+        params = {"q": q, "limit": limit, "offset": offset}
+        return (await self._call("GET", "/search", owner, params=params)).json()
+
+    async def import_file(self, owner: str, content: AsyncIterator[bytes], size: int | None) -> Any:
+        """Forward an uploaded file to db_api as it is read (db_api bounds its size)."""
+        headers = {"Content-Type": "application/octet-stream"}
+        if size is not None:
+            headers["Content-Length"] = str(size)
+        # A large history takes a while to store (about 30 s for 50 000 messages here).
+        timeout = httpx.Timeout(self._client.timeout.connect, read=IMPORT_TIMEOUT_S)
+        resp = await self._call(
+            "POST", "/import", owner, content=content, headers=headers, timeout=timeout
+        )
+        return resp.json()
+
+    async def select_branch(self, owner: str, chat_id: UUID, message_id: UUID) -> None:
+        """Make the branch through `message_id` the one the chat shows."""
+        body = {"message_id": str(message_id)}
+        await self._call("POST", f"/chats/{chat_id}/current", owner, json=body)
+
+    async def open_export(
+        self, owner: str, path: str, params: dict[str, str] | None = None
+    ) -> httpx.Response:
+        """db_api's export answer, opened for streaming: the caller reads and closes it."""
+        request = self._client.build_request("GET", path, params=params, headers={"X-Owner": owner})
+        try:
+            resp = await self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise DbUnavailable(str(exc) or type(exc).__name__) from exc
+        if resp.status_code != 200:
+            await resp.aread()
+            await resp.aclose()
+            if resp.status_code == 404:
+                raise NotFound(path)
+            if resp.status_code >= 500 or resp.status_code in (401, 403):
+                raise DbUnavailable(f"db_api answered {resp.status_code}")
+            raise DbRejected(resp.status_code, _detail(resp))
+        return resp
 
 
 class LmError(Exception):

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     # from the longest text a form may carry (see body_limit), so that no message within
     # max_message_chars is ever refused for its size in bytes.
     max_body_bytes: int | None = Field(default=None, ge=1024)
+    # An uploaded export (POST /import) may be this large (db_api has its own limit).
+    import_max_bytes: int = Field(default=64 * 1024 * 1024 + 64 * 1024, ge=1024)
     # Partial answers are written to db_api at least this often.
     flush_interval_s: float = Field(default=1.0, gt=0)
     db_timeout_s: float = Field(default=10.0, gt=0)

@@ -59,19 +59,21 @@ class BodyLimit:
     sent from the composer is read up to RESCUE_FACTOR times the limit, so that its text
     can be given back)."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, larger: dict[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.larger = larger or {}  # path -> its own limit (an upload)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         limit = int(self.limit * RESCUE_FACTOR) if _rescuable(scope) else self.limit
+        limit = self.larger.get(scope["path"], limit)
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None:
             if not length.isdigit() or len(length) > 18 or int(length) > limit:
-                await _send_413(scope, send, self.limit)
+                await _send_413(scope, send, self.larger.get(scope["path"], self.limit))
                 return
             await self.app(scope, receive, send)
             return
@@ -86,7 +88,7 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                await _send_413(scope, send, self.limit)
+                await _send_413(scope, send, self.larger.get(scope["path"], self.limit))
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)

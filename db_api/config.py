@@ -22,6 +22,11 @@ class Settings(BaseSettings):
     connect_timeout_s: int = Field(default=5, ge=2)
     pool_size: int = Field(default=5, ge=1)
     max_overflow: int = Field(default=10, ge=0)
+    # POST /import: the largest upload (and unpacked zip member), chats per file,
+    # messages per chat; beyond them the whole file is refused (413, 422).
+    import_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    import_max_chats: int = Field(default=10_000, ge=1)
+    import_max_messages: int = Field(default=10_000, ge=1)
 
     @field_validator("database_url")
     @classmethod

@@ -20,7 +20,7 @@ from db_api import crud
 from db_api.config import Settings
 from db_api.db import head_revision, make_engine, make_sessionmaker
 from db_api.metrics import MetricsMiddleware, RequestMetrics
-from db_api.routes import chats, messages, ops, presets, sessions
+from db_api.routes import chats, messages, ops, presets, search, sessions, transfer
 from db_api.routes.deps import forbid_unknown_query
 from db_api.schemas import MessageConflict, MessageOut
 
@@ -69,6 +69,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(presets.router)
     app.include_router(sessions.router)
     app.include_router(ops.router)
+    app.include_router(search.router)
+    app.include_router(transfer.router)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(405, _method_not_allowed)
     _add_database_error_handlers(app)

@@ -79,6 +79,8 @@ class Chat(Base):
         # SET NULL); without this index that is a scan of every chat.
         sa.Index("ix_chats_current_leaf_id", "current_leaf_id"),
         sa.CheckConstraint(_in("title_source", TITLE_SOURCES), name="title_source"),
+        # Where an imported chat came from: importing the same file twice adds nothing.
+        sa.Index("ux_chats_owner_import_key", "owner", "import_key", unique=True),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
@@ -97,6 +99,8 @@ class Chat(Base):
     # Sampling settings (temperature, top_p, max_tokens, plan_mode, planner_model).
     params: Mapped[dict[str, Any]] = mapped_column(sa.JSON, server_default=sa.text("'{}'"))
     title_source: Mapped[str] = mapped_column(sa.String(8), server_default="auto")
+    # Where an imported chat came from (e.g. chatgpt:<id>), unique per owner (0003).
+    import_key: Mapped[str | None] = mapped_column(sa.String(300))
 
 
 class Message(Base):

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection
 from db_api.config import Settings
 from db_api.db import ensure_sqlite_directory, make_engine, normalize_url
 from db_api.models import Base
+from db_api.search import include_object
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -28,6 +29,8 @@ def _configure(connection: Connection) -> None:
         connection=connection,
         target_metadata=target_metadata,
         compare_type=True,
+        # Search's FTS5 tables and expression indexes are not models (db_api/search.py).
+        include_object=include_object,
         # SQLite cannot ALTER most things: batch mode rebuilds the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
     )
