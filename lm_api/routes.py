@@ -30,6 +30,7 @@ from lm_api.engines.base import (
     Failed,
     Finished,
     Generation,
+    InvalidParam,
     NotReady,
     QueueFull,
     TextDelta,
@@ -222,16 +223,14 @@ async def chat_completions(
         gen_request = engine.prepare(
             [m.for_template() for m in body.messages],
             max_tokens=body.wanted_tokens(),
-            temperature=body.temperature,
-            top_p=body.top_p,
             stop=body.stop_list(),
-            seed=body.seed,
-            frequency_penalty=body.frequency_penalty,
-            presence_penalty=body.presence_penalty,
+            sampling=body.sampling(),
         )
         gen = engine.submit(gen_request)
     except NotReady as exc:
         raise not_ready(str(exc)) from exc
+    except InvalidParam as exc:
+        raise OpenAIError(400, str(exc), param=exc.param) from exc
     except ContextLengthExceeded as exc:
         raise OpenAIError(400, str(exc), param="messages", code="context_length_exceeded") from exc
     except QueueFull as exc:
