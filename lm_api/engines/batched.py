@@ -9,8 +9,10 @@ Sarathi-Serve's stall-free batching (vLLM's chunked prefill) fills it:
 1. the next token of every running answer, first;
 2. then prompt tokens of newly admitted requests, oldest first, but only as many as keep
    the step within `LM_API_STEP_BUDGET` (default 2) plain decode steps, measured as the
-   engine runs (`StepBudget`). With no answer running there is nobody to hold up, and a
-   prompt is read `n_batch` tokens a step, as fast as llama.cpp reads it.
+   engine runs (`StepBudget`). With no answer streaming there is nobody to hold up, and
+   a prompt is read `n_batch` tokens a step, as fast as llama.cpp reads it. (An answer
+   that has given only its first token is not streaming yet: the prompts of a burst of
+   requests that arrived while the first one's was read are read together, whole.)
 
 So a 2,000-token prompt arriving while two answers stream is read a few tokens per step
 beside them: their next token comes at most about twice as late as usual, instead of
@@ -58,10 +60,11 @@ N_UBATCH = 512
 class StepBudget:
     """How many prompt tokens a step may carry beside `rows` running answers.
 
-    It learns, as the engine runs, what a plain decode step costs (per number of rows)
-    and what each prompt token adds to a step, and allows as many prompt tokens as keep
-    the step within `factor` plain decode steps; always at least one, so a prompt is
-    read even when a token costs more than the whole budget.
+    It learns, as the engine runs, what a plain step of `rows` answers costs (the whole
+    step: decode, sampling, handing the tokens out) and what each prompt token adds to
+    the decode, and allows as many prompt tokens as keep the step within `factor` plain
+    steps; always at least one, so a prompt is read even when a token costs more than
+    the whole budget.
     """
 
     ALPHA = 0.25  # weight of the newest measurement in the moving averages
@@ -70,33 +73,38 @@ class StepBudget:
     def __init__(self, factor: float, limit: int) -> None:
         self.factor = factor
         self.limit = limit  # at most this many tokens in a step (n_batch)
-        self._decode_s: dict[int, float] = {}  # rows -> seconds of a plain decode step
-        self._token_s: float | None = None  # seconds one prompt token adds to a step
+        self._step_s: dict[int, float] = {}  # rows -> seconds of a plain step
+        self._decode_s: dict[int, float] = {}  # rows -> seconds of its llama_decode
+        self._token_s: float | None = None  # seconds one prompt token adds to a decode
 
     def _avg(self, old: float | None, new: float) -> float:
         return new if old is None else old + self.ALPHA * (new - old)
 
-    def prompt_tokens(self, rows: int) -> int:
+    def prompt_tokens(self, rows: int, *, protect: bool = True) -> int:
+        """Prompt tokens allowed beside `rows` answer tokens; all that fit when there is no
+        answer pace to `protect`."""
         room = self.limit - rows
-        if rows == 0 or self.factor <= 0:
+        if rows == 0 or not protect or self.factor <= 0:
             return room  # nobody to hold up, or no limit asked for
-        decode_s = self._decode_s.get(rows)
-        if decode_s is None or self._token_s is None:
+        step_s = self._step_s.get(rows)
+        if step_s is None or self._token_s is None:
             return max(1, min(self.FIRST_GUESS, room))
-        allowed = int((self.factor - 1.0) * decode_s / self._token_s)
+        allowed = int((self.factor - 1.0) * step_s / self._token_s)
         return max(1, min(allowed, room))
 
-    def record(self, rows: int, prompt_tokens: int, seconds: float) -> None:
-        """Learn from a step of `rows` answer tokens and `prompt_tokens` prompt tokens."""
+    def record(self, rows: int, prompt_tokens: int, decode_s: float, step_s: float) -> None:
+        """Learn from a step of `rows` answer tokens and `prompt_tokens` prompt tokens
+        whose llama_decode took `decode_s` and the whole step `step_s`."""
         if rows == 0:
             return
         if prompt_tokens == 0:
-            self._decode_s[rows] = self._avg(self._decode_s.get(rows), seconds)
+            self._decode_s[rows] = self._avg(self._decode_s.get(rows), decode_s)
+            self._step_s[rows] = self._avg(self._step_s.get(rows), step_s)
             return
-        decode_s = self._decode_s.get(rows)
-        if decode_s is not None:
-            per_token = max(seconds - decode_s, 0.0) / prompt_tokens
-            self._token_s = max(self._avg(self._token_s, per_token), 1e-6)
+        plain = self._decode_s.get(rows)
+        if plain is not None:
+            per_token = max(decode_s - plain, 0.0) / prompt_tokens
+            self._token_s = max(self._avg(self._token_s, per_token), 1e-7)
 
 
 @dataclass
@@ -296,7 +304,11 @@ class BatchedEngine(Engine):
         the budget (oldest admission first); and how many answer rows lead them."""
         rows = [Row(s, [s.pending]) for s in active if not s.todo]
         n_answers = len(rows)
-        room = self._budget.prompt_tokens(n_answers)
+        # An answer that has only just given its first token has no pace yet: prompts
+        # that arrived while its own was read join this step whole, as if they had come
+        # together with it (a burst of chats gets its first tokens as soon as possible).
+        streaming = any(r.slot.seq is not None and r.slot.seq.n > 1 for r in rows)
+        room = self._budget.prompt_tokens(n_answers, protect=streaming)
         for s in sorted((s for s in active if s.todo), key=lambda s: s.last_used):
             n = min(len(s.todo), room)
             if n <= 0:
@@ -307,13 +319,12 @@ class BatchedEngine(Engine):
 
     def _step(self, active: list[Slot]) -> None:
         """One decode of this step's rows, then sample each slot whose logits it made."""
+        started = time.perf_counter()
         rows, n_answers = self._plan(active)
         self._fill(rows)
         try:
-            started = time.perf_counter()
             self._decode()
-            n_prompt = sum(len(r.tokens) for r in rows[n_answers:])
-            self._budget.record(n_answers, n_prompt, time.perf_counter() - started)
+            decoded = time.perf_counter()
             for r in rows:
                 r.slot.cached.extend(r.tokens)
             for r in rows[n_answers:]:
@@ -324,6 +335,9 @@ class BatchedEngine(Engine):
             return
         for slot, token in sampled:
             self._take(slot, token)
+        n_prompt = sum(len(r.tokens) for r in rows[n_answers:])
+        ended = time.perf_counter()
+        self._budget.record(n_answers, n_prompt, decoded - started, ended - started)
 
     def _fill(self, rows: list[Row]) -> None:
         """Put the rows into the batch; logits only for each row's last token if it samples."""

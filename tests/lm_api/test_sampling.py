@@ -26,6 +26,7 @@ from lm_api.engines.batched import StepBudget
 from lm_api.engines.sampling import SamplerChain, Sampling
 from lm_api.engines.sequence import common_prefix
 from tests.lm_api.conftest import (
+    Gate,
     batch_rows,
     health,
     on_decode,
@@ -227,7 +228,9 @@ def test_a_long_prompt_is_read_in_chunks_beside_a_running_answer(
     FIFO engine gives them (chunked reading changes nothing)."""
     chunk = 16
     monkeypatch.setattr(
-        StepBudget, "prompt_tokens", lambda self, rows: chunk if rows else self.limit - rows
+        StepBudget,
+        "prompt_tokens",
+        lambda self, rows, protect=True: chunk if rows and protect else self.limit - rows,
     )
     steps: list[tuple[list[int], int]] = []  # (sequence of each row, rows)
     started, release = threading.Event(), threading.Event()
@@ -288,6 +291,45 @@ def test_a_long_prompt_is_read_in_chunks_beside_a_running_answer(
         assert seqs[0] != seqs[1] and seqs.count(seqs[0]) == 1
 
 
+def test_prompts_of_a_burst_are_read_whole_beside_an_answer_that_just_began(
+    toy_model: Path, gate: Gate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests that arrive while the first one's prompt is read are read together in
+    the next step, whole: the first answer has no pace to protect yet (one token out)."""
+    monkeypatch.setattr(
+        StepBudget,
+        "prompt_tokens",
+        lambda self, rows, protect=True: 4 if rows and protect else self.limit - rows,
+    )
+    steps: list[list[int]] = []
+    on_decode(monkeypatch, lambda batch: steps.append(batch_rows(batch)))
+    bodies = [
+        {"messages": [{"role": "user", "content": f"chat {i} " * 10}], "max_tokens": 6}
+        for i in range(4)
+    ]
+    out: dict[int, dict[str, Any]] = {}
+    with serve(toy_settings(toy_model, engine="batched", parallel=4)) as url:
+
+        def one(i: int) -> None:
+            out[i] = completion(url, bodies[i])
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+        threads[0].start()
+        gate.wait_entered()  # the first prompt is being read ...
+        for t in threads[1:]:
+            t.start()
+        poll_until(lambda: health(url)["queue_depth"] == 3, "three requests to wait")
+        gate.release()  # ... while three more arrive
+        for t in threads:
+            t.join(60)
+    prompts = [out[i]["usage"]["prompt_tokens"] for i in range(4)]
+    first, second = steps[0], steps[1]
+    assert len(first) == prompts[0]
+    # The first answer's second token and the three other prompts, whole, in one step.
+    assert len(second) == 1 + sum(prompts[1:])
+    assert all(out[i]["usage"]["completion_tokens"] == 6 for i in range(4))
+
+
 def test_with_no_answer_running_a_prompt_is_read_whole(
     toy_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -304,16 +346,24 @@ def test_the_step_budget_learns_what_a_prompt_token_costs() -> None:
     assert budget.prompt_tokens(0) == 512  # nobody to hold up
     assert budget.prompt_tokens(2) == StepBudget.FIRST_GUESS
     for _ in range(20):
-        budget.record(2, 0, 0.040)  # a plain step of two answers: 40 ms
-        budget.record(2, 8, 0.080)  # eight prompt tokens add 40 ms: 5 ms each
+        # A plain step of two answers: 38 ms of decode, 40 ms in all.
+        budget.record(2, 0, 0.038, 0.040)
+        # Eight prompt tokens add 40 ms to the decode: 5 ms each.
+        budget.record(2, 8, 0.078, 0.080)
     # Within twice a plain step: 40 ms more, 8 tokens.
     assert budget.prompt_tokens(2) == 8
     assert budget.prompt_tokens(3) == StepBudget.FIRST_GUESS  # not measured yet with 3 rows
     slow = StepBudget(factor=2.0, limit=512)
-    slow.record(1, 0, 0.010)
-    slow.record(1, 4, 0.500)
+    slow.record(1, 0, 0.010, 0.011)
+    slow.record(1, 4, 0.500, 0.501)
     assert slow.prompt_tokens(1) == 1  # a prompt always moves
     assert StepBudget(factor=0, limit=512).prompt_tokens(3) == 509  # no limit asked for
+    three = StepBudget(factor=3.0, limit=64)
+    three.record(1, 0, 0.010, 0.010)
+    three.record(1, 10, 0.020, 0.020)  # 1 ms a token: 20 ms more allowed, 20 tokens
+    assert three.prompt_tokens(1) == 20
+    three.record(1, 0, 0.001, 0.001)  # the moving average follows slowly
+    assert 0 < three.prompt_tokens(1) < 20
 
 
 def test_common_prefix() -> None:
