@@ -102,7 +102,7 @@ class Person:
                 source.response.read()
                 raise ChatUiError(f"stream: HTTP {source.response.status_code}")
             for event in source.iter_sse():
-                if event.event == "token" and event.data:
+                if event.event in ("token", "block") and event.data:  # text, or rendered blocks
                     now = time.perf_counter()
                     if fragments == 0:
                         timing.t_first = now

@@ -9,7 +9,8 @@ from typing import Any
 
 from bench.llama_server import LlamaServer, locate, run_llama_server
 from bench.services import rss_mb, run_bench_stack
-from tests.support import Service, Stack, run_service
+from parlor.stack import Stack
+from parlor.supervisor import Service, run_service
 
 # A first message of ordinary length (about 90 tokens with Qwen's tokenizer). Every depth
 # gets the same text after a short per-run tag: the tag makes each run a fresh prompt, so

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support import free_port, stop_process, wait_healthy
+from parlor.supervisor import free_port, stop_process, wait_healthy
 
 BENCH_DIR = Path(__file__).resolve().parent
 VERSION = importlib.metadata.version("llama-cpp-python")

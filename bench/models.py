@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.support import SHARED
+from parlor.paths import SHARED
 
 QWEN_VOCAB = SHARED / "models" / "ggml-vocab-qwen2.gguf"
 CACHE = Path(__file__).resolve().parent / "work" / "models"
@@ -13,7 +13,7 @@ CACHE = Path(__file__).resolve().parent / "work" / "models"
 def benchmark_model(given: Path | None, *, quick: bool, workdir: Path) -> tuple[Path, str]:
     """(path, description). Synthetic models are written once and cached (writing the
     Qwen-shaped one and quantizing it takes minutes; the same arguments give the same file)."""
-    from lm_api.synthetic import write_gguf
+    from parlor.synth import write_gguf
 
     if given is not None:
         if not given.is_file():

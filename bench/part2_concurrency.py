@@ -161,7 +161,7 @@ def run(ctx: Context) -> PartResult:
             go(1, -1)
         inprocess(1, -1)
 
-        pids = {**stack.pids(), f"{LM} (alone)": lm.proc.pid, PEER: peer.proc.pid}
+        pids = {**stack.pids(), f"{LM} (alone)": lm.pid, PEER: peer.service.pid}
         if llama is not None:
             pids[LLAMA] = llama.proc.pid
         sampler = exits.enter_context(PeakSampler(pids))

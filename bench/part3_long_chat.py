@@ -13,7 +13,7 @@ from bench.report import PartResult, Table, num, spread
 from bench.services import owner_of_chat
 from bench.stats import summarize
 from bench.streams import openai_model_id, stream_openai
-from tests.support import Stack
+from parlor.stack import Stack
 
 TITLE = "A long chat: first token as the history grows"
 

@@ -13,7 +13,7 @@ from bench.pages import LoadResult, load
 from bench.report import PartResult, Table, num, spread, verdict
 from bench.services import owner_of_chat
 from bench.stats import Summary, summarize
-from tests.support import Stack
+from parlor.stack import Stack
 
 TITLE = "Pages through nginx"
 

@@ -1,21 +1,23 @@
 """Parlor's services and the peer as real processes on loopback, and their memory.
 
-The stack is the stack tests' own (tests/support.run_stack: `uvicorn <service>.main:app`
-with environment settings, nginx from the project's template), so the benchmark measures
-the shipped code.
+The stack is the one `parlor up` and the stack tests run (parlor.stack.run_stack:
+`uvicorn <service>.main:app` with environment settings, nginx from the project's
+template), so the benchmark measures the shipped code; every process is started and
+stopped by parlor.supervisor.
 """
 
 from __future__ import annotations
 
 import contextlib
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support import REPO, Stack, free_port, run_stack, stop_process, wait_healthy
+from parlor.paths import STATIC_ROOT
+from parlor.stack import Stack, run_stack
+from parlor.supervisor import LOOPBACK, Service, ServiceSpec, free_port, running
 
 # A throw-away value for a loopback stack that lives as long as one benchmark run.
 INTERNAL_TOKEN = "bench-internal-token"  # noqa: S105
@@ -25,7 +27,7 @@ def static_root_with(workdir: Path) -> Path:
     """chat_ui's static files plus room for the benchmark's same-size static pages."""
     root = workdir / "static"
     if not root.exists():
-        shutil.copytree(REPO / "chat_ui" / "static", root)
+        shutil.copytree(STATIC_ROOT, root)
     (root / "bench").mkdir(exist_ok=True)
     return root
 
@@ -40,8 +42,8 @@ def run_bench_stack(
     max_tokens: int,
     engine: str,
 ) -> Iterator[Stack]:
-    """The stack of the stack tests (tests/support.run_stack), with the benchmark's
-    threads and context, on SQLite."""
+    """The stack of `parlor up` and the stack tests, with the benchmark's threads and
+    context, on SQLite."""
     workdir.mkdir(parents=True, exist_ok=True)
     with run_stack(
         workdir,
@@ -68,7 +70,7 @@ class Peer:
     """llama-cpp-python's own OpenAI server on the same model and threads."""
 
     base_url: str
-    proc: subprocess.Popen[bytes]
+    service: Service
     args: list[str] = field(default_factory=list)
 
 
@@ -85,24 +87,21 @@ def run_peer(model: Path, workdir: Path, *, threads: int, n_ctx: int) -> Iterato
         # Its default (True) aborts a running answer when a new request arrives; off, it
         # queues requests and completes every one, as lm_api does.
         "--interrupt_requests", "False",
-        "--host", "127.0.0.1",
+        "--host", LOOPBACK,
         "--port", str(port),
     ]  # fmt: skip
-    log = workdir / "llama_cpp_server.log"
     workdir.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", *args],
-            cwd=workdir,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}/v1"
-    try:
-        wait_healthy(base + "/models", deadline_s=600, proc=proc, log=log)
-        yield Peer(base_url=base, proc=proc, args=args)
-    finally:
-        stop_process(proc)
+    spec = ServiceSpec(
+        name="llama_cpp.server",
+        command=[sys.executable, "-m", "llama_cpp.server", *args],
+        url=f"http://{LOOPBACK}:{port}",
+        health_path="/v1/models",
+        deadline_s=600,
+        port=port,
+        cwd=workdir,
+    )
+    with running(spec, log=workdir / "llama_cpp_server.log") as service:
+        yield Peer(base_url=spec.url + "/v1", service=service, args=args)
 
 
 def _descendants(pid: int) -> list[int]:

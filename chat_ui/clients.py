@@ -1,8 +1,10 @@
-"""HTTP clients for db_api (chats and messages) and lm_api (any OpenAI-compatible server).
+"""HTTP clients for db_api (chats, messages, sessions) and lm_api (any OpenAI-compatible
+server).
 
 Both wrap one pooled httpx.AsyncClient created in the app's lifespan. Failures become
-three exceptions the routes turn into pages: DbUnavailable (503), NotFound (404) and
-LmError (the answer is marked error with a readable reason).
+exceptions the routes turn into pages: DbUnavailable (503), NotFound (404), DbRejected
+(the input was refused; Stale when a newer write is already stored) and LmError (the
+answer ends in error, with a readable message and a reason code).
 """
 
 from __future__ import annotations
@@ -10,15 +12,29 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import httpx
+from httpx_sse import SSEError, aconnect_sse
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from chat_ui.contracts import (
+    Chat,
+    ChatPatch,
+    ChatSummary,
+    Message,
+    MessagePatch,
+    Reason,
+    Turn,
+)
 
 log = logging.getLogger("chat_ui.clients")
 
-JSON = dict[str, Any]
+_CHAT_LIST = TypeAdapter(list[ChatSummary])
 
 
 class DbUnavailable(Exception):
@@ -26,7 +42,7 @@ class DbUnavailable(Exception):
 
 
 class NotFound(Exception):
-    """The chat or message does not exist for this owner."""
+    """The chat, message or session does not exist for this owner."""
 
 
 class DbRejected(Exception):
@@ -36,6 +52,14 @@ class DbRejected(Exception):
         super().__init__(detail)
         self.status = status
         self.detail = detail
+
+
+class Stale(DbRejected):
+    """409: db_api holds a newer state of the message (`stored`, when it said)."""
+
+    def __init__(self, detail: str, stored: Message | None) -> None:
+        super().__init__(409, detail)
+        self.stored = stored
 
 
 def _detail(resp: httpx.Response) -> str:
@@ -48,14 +72,23 @@ def _detail(resp: httpx.Response) -> str:
     return str(detail)
 
 
+def _stored(resp: httpx.Response) -> Message | None:
+    try:
+        return Message.model_validate(resp.json().get("message"))
+    except (ValueError, AttributeError, ValidationError):
+        return None
+
+
 class DbApi:
     def __init__(self, client: httpx.AsyncClient) -> None:
         self._client = client
 
-    async def _call(self, method: str, path: str, owner: str | None, **kw: Any) -> httpx.Response:
+    async def _call(
+        self, method: str, path: str, owner: str | None, json: object = None, **kw: Any
+    ) -> httpx.Response:
         headers = {"X-Owner": owner} if owner else {}
         try:
-            resp = await self._client.request(method, path, headers=headers, **kw)
+            resp = await self._client.request(method, path, headers=headers, json=json, **kw)
         except httpx.HTTPError as exc:
             log.warning("db_api %s %s failed: %r", method, path, exc)
             raise DbUnavailable(str(exc) or type(exc).__name__) from exc
@@ -68,6 +101,8 @@ class DbApi:
                 "db_api %s %s answered %s: %s", method, path, resp.status_code, resp.text[:300]
             )
             raise DbUnavailable(f"db_api answered {resp.status_code}")
+        if resp.status_code == 409:
+            raise Stale(_detail(resp), _stored(resp))
         if resp.status_code >= 400:
             raise DbRejected(resp.status_code, _detail(resp))
         return resp
@@ -79,43 +114,84 @@ class DbApi:
             return False
         return resp.status_code == 200
 
-    async def list_chats(self, owner: str, limit: int = 100) -> list[JSON]:
+    async def list_chats(self, owner: str, limit: int = 100) -> list[ChatSummary]:
         resp = await self._call("GET", "/chats", owner, params={"limit": limit})
-        return list(resp.json())
+        return _CHAT_LIST.validate_json(resp.content)
 
-    async def create_chat(self, owner: str, **fields: Any) -> JSON:
-        resp = await self._call("POST", "/chats", owner, json=fields)
-        return dict(resp.json())
+    async def create_chat(self, owner: str) -> ChatSummary:
+        resp = await self._call("POST", "/chats", owner, json={})
+        return ChatSummary.model_validate_json(resp.content)
 
-    async def get_chat(self, owner: str, chat_id: str) -> JSON:
+    async def get_chat(self, owner: str, chat_id: UUID) -> Chat:
         resp = await self._call("GET", f"/chats/{chat_id}", owner)
-        return dict(resp.json())
+        return Chat.model_validate_json(resp.content)
 
-    async def update_chat(self, owner: str, chat_id: str, **fields: Any) -> JSON:
-        resp = await self._call("PATCH", f"/chats/{chat_id}", owner, json=fields)
-        return dict(resp.json())
+    async def update_chat(self, owner: str, chat_id: UUID, changes: ChatPatch) -> ChatSummary:
+        resp = await self._call("PATCH", f"/chats/{chat_id}", owner, json=changes.body())
+        return ChatSummary.model_validate_json(resp.content)
 
-    async def delete_chat(self, owner: str, chat_id: str) -> None:
+    async def delete_chat(self, owner: str, chat_id: UUID) -> None:
         await self._call("DELETE", f"/chats/{chat_id}", owner)
 
-    async def add_message(
-        self, owner: str, chat_id: str, role: str, content: str, status: str = "complete"
-    ) -> JSON:
-        body = {"role": role, "content": content, "status": status}
-        resp = await self._call("POST", f"/chats/{chat_id}/messages", owner, json=body)
-        return dict(resp.json())
+    async def add_turn(self, owner: str, chat_id: UUID, content: str) -> Turn:
+        """The question and its pending answer, stored in one transaction."""
+        resp = await self._call("POST", f"/chats/{chat_id}/turns", owner, json={"content": content})
+        return Turn.model_validate_json(resp.content)
 
-    async def update_message(self, owner: str, message_id: str, **fields: Any) -> JSON:
-        resp = await self._call("PATCH", f"/messages/{message_id}", owner, json=fields)
-        return dict(resp.json())
+    async def get_message(self, owner: str, message_id: UUID) -> Message:
+        resp = await self._call("GET", f"/messages/{message_id}", owner)
+        return Message.model_validate_json(resp.content)
+
+    async def update_message(self, owner: str, message_id: UUID, changes: MessagePatch) -> Message:
+        resp = await self._call("PATCH", f"/messages/{message_id}", owner, json=changes.body())
+        return Message.model_validate_json(resp.content)
+
+    async def reopen(self, owner: str, message_id: UUID) -> Message:
+        """A finished answer set back to pending (revision + 1), to be written again."""
+        resp = await self._call("POST", f"/messages/{message_id}/reopen", owner, json={})
+        return Message.model_validate_json(resp.content)
+
+    async def expire(self, owner: str, message_id: UUID, reason: Reason, error: str) -> Message:
+        """Mark a running answer interrupted, unless a live generation holds its lease
+        (then Stale)."""
+        body = {"reason": reason, "error": error}
+        resp = await self._call("POST", f"/messages/{message_id}/expire", owner, json=body)
+        return Message.model_validate_json(resp.content)
+
+    async def create_session(self, owner: str) -> str:
+        resp = await self._call("POST", "/sessions", owner, json={})
+        return str(resp.json()["id"])
+
+    async def session_alive(self, owner: str, session_id: str) -> bool:
+        try:
+            await self._call("GET", f"/sessions/{session_id}", owner)
+        except NotFound:
+            return False
+        except DbRejected:  # a malformed id: no such session
+            return False
+        return True
+
+    async def delete_session(self, owner: str, session_id: str) -> None:
+        try:
+            await self._call("DELETE", f"/sessions/{session_id}", owner)
+        except (NotFound, DbRejected):
+            pass  # already gone, or never was
 
 
 class LmError(Exception):
-    """lm_api failed; `message` is fit to show to the person."""
+    """lm_api failed; `message` is fit to show to the person, `reason` is its code."""
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: Reason = "model_error",
+        status: int | None = None,
+        code: str | None = None,
+    ):
         super().__init__(message)
         self.message = message
+        self.reason: Reason = reason
         self.status = status
         self.code = code
 
@@ -131,6 +207,7 @@ class Delta:
     text: str = ""
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    finish_reason: str | None = None
 
 
 @dataclass
@@ -151,39 +228,58 @@ def _lm_error(resp_status: int, body: bytes) -> LmError:
     except (ValueError, AttributeError):
         message = body.decode(errors="replace")[:300]
     if resp_status == 503:
-        reason = "The model is busy or still loading; try again in a moment."
-        return LmError(f"{reason} ({message})" if message else reason, status=503, code=code)
+        text = "The model is busy or still loading; try again in a moment."
+        return LmError(f"{text} ({message})" if message else text, status=503, code=code)
     if not message:
         message = f"the model server answered {resp_status}"
     return LmError(
-        f"The model server refused the request: {message}", status=resp_status, code=code
+        f"The model server refused the request: {message}",
+        reason="context_exceeded" if code == "context_length_exceeded" else "model_error",
+        status=resp_status,
+        code=code,
     )
 
 
 # lm_api may restart with another model or context size; re-ask now and then.
 MODEL_INFO_TTL_S = 60.0
+# How long to believe a server has no /tokenize before asking again.
+NO_TOKENIZER_TTL_S = 300.0
+TOKEN_COUNT_CACHE = 4096
+
+
+def _chat_header(chat_id: UUID | None) -> dict[str, str]:
+    # Lets a router in front of several model servers keep a chat on one of them.
+    return {"X-Chat-Id": str(chat_id)} if chat_id is not None else {}
 
 
 class LmApi:
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: httpx.AsyncClient, *, stall_s: float = 60.0) -> None:
         self._client = client
+        self._stall_s = stall_s
         self._model: ModelInfo | None = None
         self._model_at = 0.0
+        # POST /tokenize lives at the server's root, beside /v1 (as llama-server has it).
+        root = str(client.base_url).rstrip("/").removesuffix("/v1")
+        self._tokenize_url = f"{root}/tokenize"
+        self._no_tokenizer_until = 0.0
+        self._counts: OrderedDict[tuple[str, str], int] = OrderedDict()
 
-    async def health(self) -> bool:
+    async def health(self, timeout_s: float = 3.0, chat_id: UUID | None = None) -> bool:
         try:
-            resp = await self._client.get("models", timeout=3.0)
+            resp = await self._client.get(
+                "models", timeout=timeout_s, headers=_chat_header(chat_id)
+            )
         except httpx.HTTPError:
             return False
         return resp.status_code == 200
 
-    async def model_info(self, wanted: str = "") -> ModelInfo | None:
+    async def model_info(self, wanted: str = "", chat_id: UUID | None = None) -> ModelInfo | None:
         """The model to use and its context size, cached once lm_api has answered."""
         fresh = time.monotonic() - self._model_at < MODEL_INFO_TTL_S
         if self._model is not None and fresh and (not wanted or self._model.id == wanted):
             return self._model
         try:
-            resp = await self._client.get("models", timeout=5.0)
+            resp = await self._client.get("models", timeout=5.0, headers=_chat_header(chat_id))
             models = resp.json().get("data", []) if resp.status_code == 200 else []
         except (httpx.HTTPError, ValueError, AttributeError):
             return None
@@ -201,8 +297,49 @@ class LmApi:
         self._model, self._model_at = info, time.monotonic()
         return info
 
+    async def count_tokens(
+        self, model: str, messages: list[dict[str, str]], chat_id: UUID | None = None
+    ) -> int | None:
+        """The prompt's length in the model's own tokens (POST /tokenize with messages),
+        or None when the server has no such endpoint or cannot say right now."""
+        if time.monotonic() < self._no_tokenizer_until:
+            return None
+        key = (model, json.dumps(messages, ensure_ascii=False))
+        if key in self._counts:
+            self._counts.move_to_end(key)
+            return self._counts[key]
+        try:
+            resp = await self._client.post(
+                self._tokenize_url,
+                json={"messages": messages, "model": model},
+                headers=_chat_header(chat_id),
+                timeout=httpx.Timeout(30.0, connect=5.0),
+            )
+        except httpx.HTTPError as exc:
+            log.warning("tokenize failed: %r", exc)
+            return None
+        if resp.status_code in (404, 405, 501):
+            # Not every OpenAI-compatible server counts tokens: estimate instead.
+            self._no_tokenizer_until = time.monotonic() + NO_TOKENIZER_TTL_S
+            return None
+        if resp.status_code != 200:
+            return None
+        try:
+            count = _TokenCount.model_validate_json(resp.content).total
+        except ValidationError:
+            self._no_tokenizer_until = time.monotonic() + NO_TOKENIZER_TTL_S
+            return None
+        self._counts[key] = count
+        if len(self._counts) > TOKEN_COUNT_CACHE:
+            self._counts.popitem(last=False)
+        return count
+
     async def stream_chat(
-        self, model: str, messages: list[dict[str, str]], max_tokens: int
+        self,
+        model: str,
+        messages: list[dict[str, str]],
+        max_tokens: int,
+        chat_id: UUID | None = None,
     ) -> AsyncIterator[Delta]:
         body = {
             "model": model,
@@ -211,41 +348,94 @@ class LmApi:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        # A server silent for stall_s (not even a keep-alive) is stalled.
+        timeout = httpx.Timeout(self._client.timeout.connect, read=self._stall_s)
         try:
-            async with self._client.stream("POST", "chat/completions", json=body) as resp:
-                if resp.status_code != 200:
-                    raise _lm_error(resp.status_code, await resp.aread())
-                async for line in resp.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
+            async with aconnect_sse(
+                self._client,
+                "POST",
+                "chat/completions",
+                json=body,
+                headers=_chat_header(chat_id),
+                timeout=timeout,
+            ) as source:
+                if source.response.status_code != 200:
+                    raise _lm_error(source.response.status_code, await source.response.aread())
+                async for event in source.aiter_sse():
+                    if event.data == "[DONE]":
                         return
                     try:
-                        chunk = json.loads(data)
-                    except ValueError:
+                        # json, not pydantic's parser: that one refuses a lone surrogate
+                        # ("\ud800"), which must cost one character, not the chunk.
+                        chunk = _Chunk.model_validate(json.loads(event.data))
+                    except (ValueError, ValidationError):
                         continue
-                    if "error" in chunk:
-                        err = chunk["error"]
+                    if chunk.error is not None:
+                        err = chunk.error
                         msg = err.get("message") if isinstance(err, dict) else str(err)
                         raise LmError(f"The model failed while answering: {msg}")
-                    yield _delta(chunk)
+                    yield chunk.delta()
+        except SSEError as exc:
+            raise LmError(
+                f"The model server answered something else than a stream ({exc})."
+            ) from exc
+        except httpx.ReadTimeout as exc:
+            raise LmError(
+                f"The model server sent nothing for {self._stall_s:g} s.", reason="model_stalled"
+            ) from exc
         except httpx.TimeoutException as exc:
-            raise LmError("The model server did not answer in time.") from exc
+            raise LmError(
+                "The model server did not answer in time.", reason="model_unreachable"
+            ) from exc
         except httpx.HTTPError as exc:
-            raise LmError(f"The model server cannot be reached ({type(exc).__name__}).") from exc
+            raise LmError(
+                f"The model server cannot be reached ({type(exc).__name__}).",
+                reason="model_unreachable",
+            ) from exc
         # A stream that ends without [DONE] was cut off.
-        raise LmError("The model server closed the stream before the answer was complete.")
+        raise LmError(
+            "The model server closed the stream before the answer was complete.",
+            reason="model_unreachable",
+        )
 
 
-def _delta(chunk: JSON) -> Delta:
-    delta = Delta()
-    for choice in chunk.get("choices") or []:
-        text = (choice.get("delta") or {}).get("content")
-        if text:
-            delta.text += text
-    usage = chunk.get("usage")
-    if isinstance(usage, dict):
-        delta.prompt_tokens = usage.get("prompt_tokens")
-        delta.completion_tokens = usage.get("completion_tokens")
-    return delta
+class _TokenCount(BaseModel):
+    tokens: list[int] = []
+    count: int | None = None
+
+    @property
+    def total(self) -> int:
+        return self.count if self.count is not None else len(self.tokens)
+
+
+class _ChunkDelta(BaseModel):
+    content: str | None = None
+
+
+class _Choice(BaseModel):
+    delta: _ChunkDelta | None = None
+    finish_reason: str | None = None
+
+
+class _Usage(BaseModel):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class _Chunk(BaseModel):
+    """One `data:` event of an OpenAI chat completion stream (or its error event)."""
+
+    choices: list[_Choice] = []
+    usage: _Usage | None = None
+    error: dict[str, object] | str | None = None
+
+    def delta(self) -> Delta:
+        text = "".join(c.delta.content for c in self.choices if c.delta and c.delta.content)
+        delta = Delta(text=text)
+        for choice in self.choices:
+            if choice.finish_reason:
+                delta.finish_reason = choice.finish_reason
+        if self.usage is not None:
+            delta.prompt_tokens = self.usage.prompt_tokens
+            delta.completion_tokens = self.usage.completion_tokens
+        return delta

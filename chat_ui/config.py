@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from ipaddress import IPv4Network, IPv6Network
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # The development default: good enough on a laptop, refused in production so that a
 # deployment never signs cookies with a secret published in the repository.
 DEFAULT_SECRET = "parlor-development-secret-change-me"  # noqa: S105 (public on purpose)
+# One character of a form, at worst: 4 bytes of UTF-8, each written %XX in a urlencoded body.
+WORST_CASE_BYTES_PER_CHAR = 12
+# The rest of a form besides its longest text (the CSRF token, field names).
+FORM_OVERHEAD_BYTES = 16 * 1024
 
 
 class Settings(BaseSettings):
@@ -35,14 +40,56 @@ class Settings(BaseSettings):
     max_title_chars: int = Field(default=200, ge=1)
     max_message_chars: int = Field(default=100_000, ge=1)
     max_system_prompt_chars: int = Field(default=20_000, ge=1)
-    # Bodies above this are refused with 413 before any route reads them.
-    max_body_bytes: int = Field(default=512 * 1024, ge=1024)
+    # Bodies above this are refused with 413 before any route reads them. Unset: derived
+    # from the longest text a form may carry (see body_limit), so that no message within
+    # max_message_chars is ever refused for its size in bytes.
+    max_body_bytes: int | None = Field(default=None, ge=1024)
     # Partial answers are written to db_api at least this often.
     flush_interval_s: float = Field(default=1.0, gt=0)
     db_timeout_s: float = Field(default=10.0, gt=0)
     lm_connect_timeout_s: float = Field(default=5.0, gt=0)
-    # Longest silence tolerated between two streamed chunks (queueing included).
-    lm_read_timeout_s: float = Field(default=600.0, gt=0)
+    # A model server that sends nothing (not even a keep-alive) for this long has
+    # stalled: the answer ends in error with the reason model_stalled.
+    lm_stall_s: float = Field(default=60.0, gt=0)
+    # After this long without a token, the page says whether the model server is busy or
+    # not answering at all.
+    lm_quiet_s: float = Field(default=5.0, gt=0)
+    # A final save that storage refused is retried with backoff up to this pause, for
+    # as long as chat_ui runs.
+    save_retry_max_s: float = Field(default=10.0, gt=0)
+    # A login is checked against its server-side record at most this often per process
+    # (a logout elsewhere takes effect within this time)...
+    session_check_s: float = Field(default=5.0, ge=0)
+    # ...and, while storage cannot be reached, a login checked this recently still counts.
+    session_grace_s: float = Field(default=300.0, ge=0)
+
+    @property
+    def body_limit(self) -> int:
+        """The largest request body accepted, in bytes."""
+        if self.max_body_bytes is not None:
+            return self.max_body_bytes
+        longest = max(self.max_message_chars, self.max_system_prompt_chars)
+        return longest * WORST_CASE_BYTES_PER_CHAR + FORM_OVERHEAD_BYTES
+
+    # Sign-in through an authenticating proxy (chat_ui/trusted_identity.py): the header
+    # carrying the person's identity (e.g. X-Forwarded-Email); empty: off.
+    trusted_user_header: str = ""
+    # The addresses (IPs or CIDRs, comma-separated) whose requests may carry that header.
+    trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
+        default_factory=list
+    )
+    # uvicorn's own setting (no prefix), read only to refuse `*` with the header on.
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        validation_alias=AliasChoices("FORWARDED_ALLOW_IPS", "forwarded_allow_ips"),
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @model_validator(mode="after")
     def _production_needs_a_secret(self) -> Settings:
@@ -53,4 +100,13 @@ class Settings(BaseSettings):
                 "CHAT_UI_SECRET_KEY must be set to a random value of at least 16 characters "
                 "when CHAT_UI_ENV=production"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _trusted_header_needs_trusted_proxies(self) -> Settings:
+        from chat_ui.trusted_identity import configuration_problem
+
+        problem = configuration_problem(self)
+        if problem and self.env == "production":
+            raise ValueError(problem)
         return self

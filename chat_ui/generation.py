@@ -3,12 +3,20 @@
 A send starts one asyncio task per assistant message. The task streams from lm_api, keeps
 the text so far in memory, wakes every listener (each SSE connection follows with its own
 asyncio.Event, so a slow tab never holds up another), writes the partial text to db_api at
-least every `flush_interval_s` and, at the end, the final status with usage and timings.
+least every `flush_interval_s` and, at the end, the final state with usage and timings.
 
-A pending message with no task in this process (chat_ui restarted mid-answer) is marked
-`interrupted`, its partial text kept, the first time a page or a stream looks at it: nobody
-will ever finish it, and restarting it silently could answer twice. The person gets the
-Retry button instead. This assumes one chat_ui process owns the generations (run it with
+Writes of one answer carry a growing `revision`, so db_api applies them in order: a
+partial write that arrives after the final one is refused (409) instead of overwriting
+it. The final state is kept in memory until db_api has taken it: when storage is away it
+is retried with backoff for as long as chat_ui runs, and the page says saving is pending.
+
+While an answer runs, the page is told (a `notice`) when the model server has been silent
+for `lm_quiet_s` (busy, or not answering at all) and when storage cannot be reached; a
+model server silent for `lm_stall_s` ends the answer with the reason `model_stalled`.
+
+A running message with no generation in this process (chat_ui restarted mid-answer) is
+marked interrupted by `conversation.Conversation.reconcile` the first time a page or a
+stream looks at it. This assumes one chat_ui process owns the generations (run it with
 one worker; scale out with sticky routing).
 """
 
@@ -20,248 +28,360 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from uuid import UUID
 
-from chat_ui.clients import JSON, DbApi, DbUnavailable, LmApi, LmError, NotFound
+from chat_ui.clients import DbApi, DbRejected, DbUnavailable, LmApi, LmError, NotFound, Stale
 from chat_ui.config import Settings
+from chat_ui.contracts import (
+    FINAL,
+    Chat,
+    FinishReason,
+    Message,
+    MessagePatch,
+    Reason,
+    Status,
+    storable,
+)
 from chat_ui.metrics import Metrics
+from chat_ui.prompt import PromptPlan, history_before
 
 log = logging.getLogger("chat_ui.generation")
 
-RUNNING = ("pending", "streaming")
-# Per-message overhead of chat templates (role markers, separators), in tokens.
-MESSAGE_OVERHEAD_TOKENS = 8
+# Retrying a final save: the first pause (doubling up to settings.save_retry_max_s).
+SAVE_FIRST_PAUSE_S = 0.25
+
+MODEL_QUIET = "The model is busy: your answer is waiting for it."
+MODEL_DOWN = "The model server is not answering. The answer goes on if it comes back."
+STORAGE_DOWN = (
+    "Storage cannot be reached right now: the answer is kept here and saved when it is back."
+)
 
 
-def estimate_tokens(text: str) -> int:
-    # Deliberately pessimistic (about 3 characters per token, where English averages ~4):
-    # overestimating only drops an old turn a little early, underestimating fails the call.
-    return len(text) // 3 + MESSAGE_OVERHEAD_TOKENS
+@dataclass
+class Update:
+    """What a listener gets: new text (and the offset after it) and/or a new notice."""
 
-
-def fit_history(
-    system_prompt: str, turns: list[dict[str, str]], budget_tokens: int
-) -> list[dict[str, str]]:
-    """System prompt plus the newest turns that fit `budget_tokens`; oldest dropped first.
-
-    When the history no longer fits, it is cut at the first turn boundary past a multiple of
-    a quarter of the budget, counted from the chat's first turn. Those positions do not
-    move as the chat grows, so the same cut serves several turns in a row and every prompt
-    of that stretch starts with the same tokens: the model server reuses its cache of that
-    prefix instead of re-reading the whole history at every turn (cutting exactly as much
-    as needed would shift the start, and so the cache, at each turn).
-
-    The system prompt and the latest turn are always kept (if even they do not fit,
-    lm_api says so and the answer is marked error with that reason). The kept history
-    starts with a user turn, since many chat templates require it.
-    """
-    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    room = budget_tokens - sum(estimate_tokens(m["content"]) for m in system)
-    costs = [estimate_tokens(turn["content"]) for turn in turns]
-    # starts[i]: tokens before turn i, counted from the chat's beginning.
-    starts = [0]
-    for cost in costs:
-        starts.append(starts[-1] + cost)
-    first = 0
-    step = max(1, room // 4)
-    boundary = 0
-    while first < len(turns) - 1 and starts[-1] - starts[first] > room:
-        boundary += step
-        while first < len(turns) - 1 and starts[first] < boundary:
-            first += 1
-    kept = turns[first:]
-    while len(kept) > 1 and kept[0]["role"] != "user":
-        kept = kept[1:]
-    return system + kept
-
-
-def history_before(chat: JSON, message_id: str) -> list[dict[str, str]]:
-    """The turns that precede `message_id`, as OpenAI messages, skipping failed answers."""
-    turns: list[dict[str, str]] = []
-    for msg in chat.get("messages", []):
-        if msg["id"] == message_id:
-            break
-        if msg["role"] not in ("user", "assistant") or not msg.get("content"):
-            continue
-        if msg["role"] == "assistant" and msg.get("status") in ("error", *RUNNING):
-            continue
-        turns.append({"role": msg["role"], "content": msg["content"]})
-    return turns
+    text: str = ""
+    offset: int = 0
+    notice: str | None = None
 
 
 @dataclass
 class Generation:
-    message_id: str
-    chat_id: str
+    message_id: UUID
+    chat_id: UUID
     owner: str
+    # The revision of the last write of this answer; every write takes the next one.
+    revision: int = 0
     text: str = ""
-    status: str = "pending"
+    status: Status = "pending"
     error: str | None = None
-    # The message as last written to db_api (or as it would have been), for rendering.
-    final: JSON | None = None
+    reason: Reason | None = None
+    finish_reason: FinishReason | None = None
+    started: float = field(default_factory=time.monotonic)
+    ttft_ms: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    # The answer as it now stands: the stored message once the final save is done, the
+    # final state with `unsaved` before.
+    final: Message | None = None
+    # The final write, kept until db_api has taken it.
+    final_patch: MessagePatch | None = None
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+    saved: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    # Why the task was cancelled: the person stopped it, or chat_ui is shutting down.
+    stop_reason: Reason | None = None
+    deleted: bool = False
+    # Ended by someone else (db_api holds a final state we did not write): that state.
+    superseded: Message | None = None
+    progress: asyncio.Event = field(default_factory=asyncio.Event)
+    _notices: dict[str, str] = field(default_factory=dict)
     _listeners: set[asyncio.Event] = field(default_factory=set)
+
+    def next_revision(self) -> int:
+        self.revision += 1
+        return self.revision
+
+    @property
+    def notice(self) -> str:
+        return " ".join(self._notices[k] for k in sorted(self._notices))
+
+    def set_notice(self, kind: str, text: str | None) -> None:
+        """Say (or, with None, stop saying) something about this answer in the page."""
+        if self._notices.get(kind) == text:
+            return
+        if text is None:
+            self._notices.pop(kind, None)
+        else:
+            self._notices[kind] = text
+        self.notify()
 
     def notify(self) -> None:
         for ev in self._listeners:
             ev.set()
 
-    async def follow(self, offset: int = 0) -> AsyncIterator[tuple[str, int]]:
-        """Yield (text after offset, new offset) now and on every change until finished."""
+    def append(self, text: str) -> None:
+        # What db_api could not store is replaced here, before anyone sees it.
+        self.text += storable(text)
+        self.status = "streaming"
+        self.progress.set()
+        self.notify()
+
+    async def follow(self, offset: int = 0) -> AsyncIterator[Update]:
+        """The text after `offset` and the notice, now and on every change, until the
+        generation is finished."""
         ev = asyncio.Event()
         self._listeners.add(ev)
+        told = ""
         try:
             while True:
                 # Clear before reading: a change during the yield re-sets the event.
                 ev.clear()
+                update = Update(offset=offset)
                 if len(self.text) > offset:
-                    piece, offset = self.text[offset:], len(self.text)
-                    yield piece, offset
+                    update.text, offset = self.text[offset:], len(self.text)
+                    update.offset = offset
+                if self.notice != told and not self.finished.is_set():
+                    update.notice = told = self.notice
+                if update.text or update.notice is not None:
+                    yield update
                 if self.finished.is_set():
                     return
                 await ev.wait()
         finally:
             self._listeners.discard(ev)
 
-    @property
-    def listeners(self) -> int:
-        return len(self._listeners)
-
 
 class Generations:
-    """The registry of running generations, keyed by assistant message id."""
+    """The generations of this process, keyed by assistant message id: running ones, and
+    finished ones whose final state db_api has not taken yet."""
 
     def __init__(self, settings: Settings, db: DbApi, lm: LmApi, metrics: Metrics) -> None:
         self._settings = settings
         self._db = db
         self._lm = lm
         self._metrics = metrics
-        self._running: dict[str, Generation] = {}
+        self._known: dict[UUID, Generation] = {}
+        self._savers: set[asyncio.Task[None]] = set()
 
-    def get(self, message_id: str, owner: str) -> Generation | None:
-        gen = self._running.get(message_id)
+    def get(self, message_id: UUID, owner: str) -> Generation | None:
+        gen = self._known.get(message_id)
         return gen if gen is not None and gen.owner == owner else None
 
-    def start(self, owner: str, chat: JSON, message_id: str) -> Generation:
-        """Start answering `message_id` from the chat's history; idempotent while running."""
-        existing = self.get(message_id, owner)
-        if existing is not None:
+    def start(self, owner: str, chat: Chat, answer: Message) -> Generation:
+        """Start answering `answer` from the chat's history; idempotent while running."""
+        existing = self.get(answer.id, owner)
+        if existing is not None and not existing.finished.is_set():
             return existing
-        gen = Generation(message_id=message_id, chat_id=chat["id"], owner=owner)
-        self._running[message_id] = gen
+        gen = Generation(
+            message_id=answer.id, chat_id=chat.id, owner=owner, revision=answer.revision
+        )
+        self._known[answer.id] = gen
         self._metrics.active_generations.inc()
-        gen.task = asyncio.create_task(self._run(gen, chat), name=f"generate-{message_id}")
+        gen.task = asyncio.create_task(self._run(gen, chat), name=f"generate-{answer.id}")
         return gen
 
-    async def stop(self, message_id: str, owner: str) -> Generation | None:
-        """Cancel a running generation and wait until its partial text is stored."""
+    async def stop(
+        self, message_id: UUID, owner: str, reason: Reason = "stopped"
+    ) -> Generation | None:
+        """Cancel a running generation and wait until it has finished (its final state
+        saved, or kept for saving)."""
         gen = self.get(message_id, owner)
         if gen is None or gen.task is None:
             return None
-        gen.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(gen.task)
+        if not gen.finished.is_set():
+            gen.stop_reason = reason
+            gen.task.cancel()
+            await self._ended(gen)
         return gen
 
     async def shutdown(self) -> None:
-        gens = list(self._running.values())
+        """Interrupt what runs (reason server_restarted), try each pending save once more."""
+        gens = list(self._known.values())
         for gen in gens:
-            if gen.task is not None:
+            if gen.task is not None and not gen.finished.is_set():
+                gen.stop_reason = "server_restarted"
                 gen.task.cancel()
         for gen in gens:
-            if gen.task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await gen.task
+            await self._ended(gen)
+        for saver in list(self._savers):
+            saver.cancel()
+        for gen in list(self._known.values()):
+            if gen.final_patch is not None and not gen.saved.is_set():
+                await self._save_final(gen, gen.final_patch)
 
-    async def reconcile(self, owner: str, chat: JSON) -> JSON:
-        """Mark answers that no task will finish as interrupted (see module docstring)."""
-        for msg in chat.get("messages", []):
-            if msg["role"] == "assistant" and msg["status"] in RUNNING:
-                if self.get(msg["id"], owner) is None:
-                    with contextlib.suppress(NotFound):
-                        msg.update(
-                            await self._db.update_message(
-                                owner,
-                                msg["id"],
-                                status="interrupted",
-                                error="The answer was cut off when the server restarted.",
-                            )
-                        )
-        return chat
+    async def _ended(self, gen: Generation) -> None:
+        """Wait for a cancelled generation's task; one cancelled before it ever ran (so
+        before its own `finally`) is finished here."""
+        if gen.task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await gen.task
+        if not gen.finished.is_set():
+            gen.status, gen.reason = "interrupted", gen.stop_reason or "server_restarted"
+            await self._finish(gen)
 
-    async def _run(self, gen: Generation, chat: JSON) -> None:
-        settings = self._settings
-        started = time.monotonic()
-        ttft_ms: float | None = None
-        usage: dict[str, int | None] = {"prompt_tokens": None, "completion_tokens": None}
-        outcome = "complete"
+    # --- one answer ------------------------------------------------------------------------
+
+    async def _run(self, gen: Generation, chat: Chat) -> None:
         # Writes the text so far on a clock rather than per token, so that a stalled
         # stream still has its latest text stored within the interval.
-        flusher = asyncio.create_task(self._flush_loop(gen), name=f"flush-{gen.message_id}")
+        helpers = [
+            asyncio.create_task(self._flush_loop(gen), name=f"flush-{gen.message_id}"),
+            asyncio.create_task(self._watch_model(gen), name=f"watch-{gen.message_id}"),
+        ]
         try:
-            info = await self._lm.model_info(settings.model or chat.get("model") or "")
-            n_ctx = info.n_ctx if info and info.n_ctx else settings.context_tokens
-            model = chat.get("model") or settings.model or (info.id if info else "default")
-            # Never ask for more than half the context, so a small model still gets history.
-            max_tokens = max(1, min(settings.max_tokens, n_ctx // 2))
-            budget = n_ctx - max_tokens
-            system_prompt = chat.get("system_prompt") or settings.default_system_prompt
-            turns = history_before(chat, gen.message_id)
-            messages = fit_history(system_prompt, turns, budget)
-            for attempt in range(2):
-                try:
-                    async for delta in self._lm.stream_chat(model, messages, max_tokens):
-                        if delta.prompt_tokens is not None:
-                            usage["prompt_tokens"] = delta.prompt_tokens
-                        if delta.completion_tokens is not None:
-                            usage["completion_tokens"] = delta.completion_tokens
-                        if not delta.text:
-                            continue
-                        if ttft_ms is None:
-                            ttft_ms = (time.monotonic() - started) * 1000
-                        gen.text += delta.text
-                        gen.status = "streaming"
-                        gen.notify()
-                    break
-                except LmError as exc:
-                    # Our estimate was too optimistic for this tokenizer: halve the budget
-                    # once (dropping more old turns) before giving up.
-                    if exc.context_exceeded and attempt == 0 and not gen.text:
-                        messages = fit_history(system_prompt, turns, budget // 2)
-                        continue
-                    raise
+            await self._generate(gen, chat)
             gen.status = "complete"
         except asyncio.CancelledError:
-            gen.status = outcome = "interrupted"
+            gen.status = "interrupted"
+            gen.reason = gen.stop_reason or "server_restarted"
         except LmError as exc:
-            gen.status = outcome = "error"
-            gen.error = exc.message
+            gen.status, gen.error, gen.reason = "error", exc.message, exc.reason
         except NotFound:
             # The chat was deleted while answering: nothing left to write to.
-            gen.status = outcome = "interrupted"
+            gen.status, gen.reason, gen.deleted = "interrupted", "stopped", True
         except Exception:
             log.exception("generation %s failed", gen.message_id)
-            gen.status = outcome = "error"
+            gen.status, gen.reason = "error", "model_error"
             gen.error = "Something went wrong while answering."
         finally:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
-            fields: dict[str, Any] = {
-                "content": gen.text,
-                "status": gen.status,
-                "error": gen.error,
-                "ttft_ms": ttft_ms,
-                "generation_ms": (time.monotonic() - started) * 1000,
-                **usage,
-            }
-            gen.final = await self._final_flush(gen, fields)
-            self._running.pop(gen.message_id, None)
-            self._metrics.active_generations.dec()
-            self._metrics.generations.labels(outcome=outcome).inc()
+            for helper in helpers:
+                helper.cancel()
+            for helper in helpers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await helper
+            await self._finish(gen)
+
+    async def _generate(self, gen: Generation, chat: Chat) -> None:
+        settings = self._settings
+        info = await self._lm.model_info(settings.model or chat.model or "", chat.id)
+        model = chat.model or settings.model or (info.id if info else "default")
+        plan = PromptPlan(
+            self._lm,
+            model=model,
+            chat_id=chat.id,
+            system_prompt=chat.system_prompt or settings.default_system_prompt,
+            turns=history_before(chat, gen.message_id),
+            n_ctx=info.n_ctx if info and info.n_ctx else settings.context_tokens,
+            max_tokens=settings.max_tokens,
+        )
+        current = await plan.first()
+        while True:
+            try:
+                async for delta in self._lm.stream_chat(
+                    model, current.messages, current.max_tokens, chat.id
+                ):
+                    if delta.prompt_tokens is not None:
+                        gen.prompt_tokens = delta.prompt_tokens
+                    if delta.completion_tokens is not None:
+                        gen.completion_tokens = delta.completion_tokens
+                    if delta.finish_reason in ("stop", "length"):
+                        gen.finish_reason = "stop" if delta.finish_reason == "stop" else "length"
+                    if not delta.text:
+                        gen.progress.set()
+                        continue
+                    if gen.ttft_ms is None:
+                        gen.ttft_ms = (time.monotonic() - gen.started) * 1000
+                    gen.append(delta.text)
+                return
+            except LmError as exc:
+                # Still too long for this model: drop more old turns and ask again.
+                smaller = plan.shrink() if exc.context_exceeded and not gen.text else None
+                if smaller is None:
+                    raise
+                current = smaller
+
+    async def _finish(self, gen: Generation) -> None:
+        """Keep the final state, try to store it (else keep trying in the background),
+        and tell the listeners."""
+        gen.set_notice("model", None)
+        gen.set_notice("storage", None)
+        patch = MessagePatch(
+            content=gen.text,
+            status=gen.status,
+            error=gen.error,
+            reason=gen.reason,
+            finish_reason=gen.finish_reason if gen.status == "complete" else None,
+            ttft_ms=gen.ttft_ms,
+            generation_ms=(time.monotonic() - gen.started) * 1000,
+            prompt_tokens=gen.prompt_tokens,
+            completion_tokens=gen.completion_tokens,
+            revision=gen.next_revision(),
+        )
+        gen.final_patch = patch
+        gen.final = Message(
+            id=gen.message_id,
+            chat_id=gen.chat_id,
+            role="assistant",
+            unsaved=True,
+            **patch.model_dump(exclude={"revision"}),
+        )
+        self._metrics.active_generations.dec()
+        self._metrics.generations.labels(outcome=gen.status).inc()
+        if gen.superseded is not None:
+            gen.final = gen.superseded
+        try:
+            if gen.deleted or gen.superseded or await self._save_final(gen, patch):
+                self._forget(gen)
+            else:
+                saver = asyncio.create_task(
+                    self._keep_saving(gen, patch), name=f"save-{gen.message_id}"
+                )
+                self._savers.add(saver)
+                saver.add_done_callback(self._savers.discard)
+        finally:
             gen.finished.set()
             gen.notify()
+
+    def _forget(self, gen: Generation) -> None:
+        gen.saved.set()
+        if self._known.get(gen.message_id) is gen:
+            del self._known[gen.message_id]
+        gen.notify()
+
+    async def _save_final(self, gen: Generation, patch: MessagePatch) -> bool:
+        """One try at storing the final state; False when storage cannot be reached."""
+        try:
+            gen.final = await self._db.update_message(gen.owner, gen.message_id, patch)
+        except NotFound:
+            return True  # deleted meanwhile: nothing to keep
+        except Stale as exc:
+            # db_api holds a newer state: a try whose answer was lost has landed already,
+            # or someone else ended the answer. What it holds wins.
+            if exc.stored is not None:
+                gen.final = exc.stored
+            return True
+        except DbUnavailable as exc:
+            log.warning("final save of %s failed: %s (kept, retried)", gen.message_id, exc)
+            return False
+        except DbRejected as exc:
+            log.error("db_api refused the final state of %s: %s", gen.message_id, exc.detail)
+            await self._save_refused(gen, exc.detail)
+            return True
+        return True
+
+    async def _save_refused(self, gen: Generation, detail: str) -> None:
+        # Never leave the answer running with nothing behind it: end it with the reason.
+        patch = MessagePatch(
+            status="error",
+            reason="storage_unreachable",
+            error=f"Parlor's storage refused this answer: {detail}",
+            revision=gen.next_revision(),
+        )
+        with contextlib.suppress(DbUnavailable, DbRejected, NotFound):
+            gen.final = await self._db.update_message(gen.owner, gen.message_id, patch)
+
+    async def _keep_saving(self, gen: Generation, patch: MessagePatch) -> None:
+        """Retry the final save with backoff until db_api takes it."""
+        delay, longest = SAVE_FIRST_PAUSE_S, self._settings.save_retry_max_s
+        while True:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, longest)
+            if await self._save_final(gen, patch):
+                log.info("final state of %s saved after storage came back", gen.message_id)
+                self._forget(gen)
+                return
 
     async def _flush_loop(self, gen: Generation) -> None:
         flushed = 0
@@ -270,33 +390,43 @@ class Generations:
             if len(gen.text) == flushed:
                 continue
             text = gen.text
+            patch = MessagePatch(content=text, status="streaming", revision=gen.next_revision())
             try:
-                await self._db.update_message(
-                    gen.owner, gen.message_id, content=text, status="streaming"
-                )
+                await self._db.update_message(gen.owner, gen.message_id, patch)
                 flushed = len(text)
+                gen.set_notice("storage", None)
             except NotFound:
                 # The chat was deleted while answering: stop answering it.
+                gen.deleted = True
                 if gen.task is not None:
                     gen.task.cancel()
                 return
+            except Stale as exc:
+                if exc.stored is not None and exc.stored.status in FINAL:
+                    # Someone else ended this answer: stop writing it.
+                    gen.superseded = exc.stored
+                    if gen.task is not None:
+                        gen.task.cancel()
+                    return
             except DbUnavailable as exc:
-                # The text is still in memory and the final flush tries again.
+                # The text is still in memory and the final save keeps trying.
                 log.warning("partial flush of %s failed: %s", gen.message_id, exc)
+                gen.set_notice("storage", STORAGE_DOWN)
+            except DbRejected as exc:
+                log.error("db_api refused a partial write of %s: %s", gen.message_id, exc)
 
-    async def _final_flush(self, gen: Generation, fields: dict[str, Any]) -> JSON:
-        local = {"id": gen.message_id, "chat_id": gen.chat_id, "role": "assistant", **fields}
-        for attempt in range(3):
+    async def _watch_model(self, gen: Generation) -> None:
+        """Tell the page within `lm_quiet_s` when the model server is silent, and why."""
+        quiet_s = self._settings.lm_quiet_s
+        while True:
+            gen.progress.clear()
             try:
-                return await self._db.update_message(gen.owner, gen.message_id, **fields)
-            except NotFound:
-                return local
-            except DbUnavailable as exc:
-                log.warning(
-                    "final flush of %s failed (%s), attempt %d", gen.message_id, exc, attempt + 1
-                )
-                await asyncio.sleep(0.5 * (attempt + 1))  # back off before retrying db_api
-            except Exception:
-                log.exception("final flush of %s failed", gen.message_id)
-                break
-        return local
+                # Not asyncio.wait_for: on Python 3.11 it can swallow this task's
+                # cancellation when progress comes at the same moment.
+                async with asyncio.timeout(quiet_s):
+                    await gen.progress.wait()
+            except TimeoutError:
+                alive = await self._lm.health(timeout_s=min(quiet_s, 3.0), chat_id=gen.chat_id)
+                gen.set_notice("model", MODEL_QUIET if alive else MODEL_DOWN)
+            else:
+                gen.set_notice("model", None)

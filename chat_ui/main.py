@@ -16,12 +16,13 @@ from starlette.responses import Response
 
 from chat_ui.clients import DbApi, DbUnavailable, LmApi, NotFound
 from chat_ui.config import Settings
+from chat_ui.conversation import Refused
 from chat_ui.generation import Generations
 from chat_ui.metrics import Metrics
 from chat_ui.middleware import BodyLimit, SecurityAndMetrics
-from chat_ui.routes import answers, auth, chats, ops
-from chat_ui.session import SessionCodec
-from chat_ui.web import CsrfError, LoginRequired, PageError, is_htmx, page, redirect
+from chat_ui.routes import answers, auth, chats, ops, theme
+from chat_ui.session import SessionCodec, SessionStore
+from chat_ui.web import CsrfError, LoginRequired, is_htmx, page, redirect
 
 log = logging.getLogger("chat_ui")
 STATIC = Path(__file__).parent / "static"
@@ -69,15 +70,18 @@ def _install_error_pages(app: FastAPI) -> None:
             "Parlor cannot reach its storage right now. Nothing is lost: try again in a moment.",
         )
 
-    @app.exception_handler(PageError)
-    async def page_error(request: Request, exc: PageError) -> Response:
+    @app.exception_handler(Refused)
+    async def refused(request: Request, exc: Refused) -> Response:
         return _error(request, exc.status, exc.title, exc.message)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> Response:
-        # Only path and query parameters are validated by FastAPI here (forms are read by
-        # the routes); a malformed id is simply a page that does not exist.
-        return _error(request, 404, "Not found", "There is no such page here.")
+        # Only path, query and header parameters are validated by FastAPI here (forms are
+        # read by the routes): a malformed id is simply a page that does not exist, a
+        # malformed query parameter a bad request.
+        if any(err.get("loc", ("",))[0] == "path" for err in exc.errors()):
+            return _error(request, 404, "Not found", "There is no such page here.")
+        return _error(request, 400, "Bad request", "This address is not one Parlor made.")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -114,14 +118,13 @@ def create_app(
             base_url=settings.lm_api_url.rstrip("/") + "/",
             headers=auth_headers,
             transport=lm_transport,
-            timeout=httpx.Timeout(
-                settings.lm_read_timeout_s, connect=settings.lm_connect_timeout_s
-            ),
+            timeout=httpx.Timeout(settings.lm_stall_s, connect=settings.lm_connect_timeout_s),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=20),
         )
         app.state.db = DbApi(db_client)
-        app.state.lm = LmApi(lm_client)
+        app.state.lm = LmApi(lm_client, stall_s=settings.lm_stall_s)
         app.state.generations = Generations(settings, app.state.db, app.state.lm, metrics)
+        app.state.sessions = SessionStore(app.state.db, settings)
         try:
             yield
         finally:
@@ -136,11 +139,11 @@ def create_app(
     app.state.metrics = metrics
     app.state.session_codec = SessionCodec(settings)
     _install_error_pages(app)
-    for module in (auth, chats, answers, ops):
+    for module in (auth, chats, answers, theme, ops):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(SecurityAndMetrics, metrics=metrics)
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=settings.body_limit)
     return app
 
 

@@ -3,12 +3,14 @@ headers, request metrics."""
 
 from __future__ import annotations
 
+import re
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chat_ui.metrics import Metrics
 
 # No inline script or style anywhere: htmx is configured through a meta tag, its indicator
-# styles are off, and Enter-to-send lives in static/composer.js.
+# styles are off, and the page's own script is static/parlor.js.
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
@@ -34,8 +36,28 @@ async def _send_413(scope: Scope, send: Send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+# A send whose body is over the limit is still read up to this many times the limit, so
+# that the page can hand the typed text back (the route refuses it as too long); nginx's
+# client_max_body_size must stay above it.
+RESCUE_FACTOR = 1.5
+_SEND_PATH = re.compile(r"^/chats/[0-9a-fA-F-]{36}/messages$")
+
+
+def _rescuable(scope: Scope) -> bool:
+    """A message sent from the composer: too long, but its text must not be lost."""
+    headers = dict(scope["headers"])
+    content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+    return (
+        scope["method"] == "POST"
+        and content_type == b"application/x-www-form-urlencoded"
+        and _SEND_PATH.match(scope["path"]) is not None
+    )
+
+
 class BodyLimit:
-    """Refuse bodies over `limit` bytes with 413 before any route reads them."""
+    """Refuse bodies over `limit` bytes with 413 before any route reads them (a message
+    sent from the composer is read up to RESCUE_FACTOR times the limit, so that its text
+    can be given back)."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -45,9 +67,10 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = int(self.limit * RESCUE_FACTOR) if _rescuable(scope) else self.limit
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None:
-            if not length.isdigit() or int(length) > self.limit:
+            if not length.isdigit() or len(length) > 18 or int(length) > limit:
                 await _send_413(scope, send, self.limit)
                 return
             await self.app(scope, receive, send)
@@ -62,7 +85,7 @@ class BodyLimit:
                 break
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.limit:
+            if size > limit:
                 await _send_413(scope, send, self.limit)
                 return
             chunks.append(chunk)

@@ -5,21 +5,32 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from uuid import UUID
 
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
-from chat_ui.clients import DbApi, LmApi
-from chat_ui.config import Settings
-from chat_ui.generation import RUNNING, Generations
-from chat_ui.metrics import Metrics
-from chat_ui.render import age, markdown_html
+from chat_ui import trusted_identity
+from chat_ui.contracts import RUNNING, Chat, Message
+from chat_ui.conversation import Conversation, SendRefused, chat_title
+from chat_ui.markdown_stream import answer_so_far
+from chat_ui.middleware import RESCUE_FACTOR
+from chat_ui.render import age, group_by_date, markdown_html, theme_of, zone_of
 from chat_ui.session import Session, SessionCodec
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
-TEMPLATES.env.globals.update(markdown_html=markdown_html, age=age, RUNNING=RUNNING)
+TEMPLATES.env.globals.update(
+    markdown_html=markdown_html,
+    answer_so_far=answer_so_far,
+    age=age,
+    RUNNING=RUNNING,
+    title_of=chat_title,
+    theme_of=theme_of,
+    zone_of=zone_of,
+    group_by_date=group_by_date,
+)
 
 
 class CsrfError(Exception):
@@ -30,54 +41,18 @@ class LoginRequired(Exception):
     """The visitor has no (valid) login."""
 
 
-class PageError(Exception):
-    """Render the error page with this status and text."""
-
-    def __init__(self, status: int, title: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.title = title
-        self.message = message
-
-
-def settings(request: Request) -> Settings:
-    return request.app.state.settings
-
-
-def db(request: Request) -> DbApi:
-    return request.app.state.db
-
-
-def lm(request: Request) -> LmApi:
-    return request.app.state.lm
-
-
-def generations(request: Request) -> Generations:
-    return request.app.state.generations
-
-
-def metrics(request: Request) -> Metrics:
-    return request.app.state.metrics
-
-
 def session_of(request: Request) -> Session:
     """The request's session (loaded once); a new one when the cookie is absent or bad."""
     if not hasattr(request.state, "session"):
         codec: SessionCodec = request.app.state.session_codec
         request.state.session, request.state.session_dirty = codec.load(request)
-    return request.state.session
+    # Signed in by an authenticating proxy's header, when trusted (never saved in the cookie).
+    return trusted_identity.apply(request, request.state.session)
 
 
 def set_session(request: Request, session: Session) -> None:
     request.state.session = session
     request.state.session_dirty = True
-
-
-def owner_of(request: Request) -> str:
-    owner = session_of(request).owner
-    if owner is None:
-        raise LoginRequired
-    return owner
 
 
 def is_htmx(request: Request) -> bool:
@@ -92,6 +67,17 @@ def finish(request: Request, response: Response) -> Response:
     return response
 
 
+def _context(request: Request, context: dict[str, Any] | None) -> dict[str, Any]:
+    session = session_of(request)
+    return {
+        "request": request,
+        "session": session,
+        "csrf": session.csrf_token,
+        "settings": request.app.state.settings,
+        **(context or {}),
+    }
+
+
 def page(
     request: Request,
     template: str,
@@ -99,16 +85,54 @@ def page(
     status: int = 200,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    session = session_of(request)
-    ctx = {
-        "request": request,
-        "session": session,
-        "csrf": session.csrf_token,
-        "settings": settings(request),
-        **(context or {}),
-    }
+    ctx = _context(request, context)
     resp = TEMPLATES.TemplateResponse(request, template, ctx, status_code=status, headers=headers)
     return finish(request, resp)
+
+
+def render(request: Request, template: str, context: dict[str, Any] | None = None) -> str:
+    """A template rendered to text, with what `page` gives every template."""
+    return TEMPLATES.get_template(template).render(_context(request, context))
+
+
+async def chat_page(
+    request: Request,
+    conv: Conversation,
+    chat: Chat | None,
+    *,
+    composer_text: str = "",
+    composer_error: str | None = None,
+    status: int = 200,
+) -> Response:
+    """The chats page: the sidebar and a chat (or, without one, a new chat's composer)."""
+    ctx = {
+        "chats": await conv.chats(),
+        "chat": chat,
+        # Without JavaScript the page reloads itself only while an answer waits for its
+        # save (storage away, rare); running answers stream into the page instead.
+        "refresh": chat is not None and chat.unsaved,
+        "composer_text": composer_text,
+        "composer_error": composer_error,
+    }
+    return page(request, "chats.html", ctx, status=status)
+
+
+def composer_failure(request: Request, chat_id: UUID | None, refused: SendRefused) -> Response:
+    """Give the typed text back with the reason, so nothing typed is ever lost."""
+    ctx = {
+        "chat_id": str(chat_id) if chat_id else None,
+        "composer_text": refused.text,
+        "composer_error": refused.reason,
+    }
+    if is_htmx(request):
+        return page(
+            request,
+            "_composer.html",
+            ctx,
+            status=refused.status,
+            headers={"HX-Retarget": "#composer", "HX-Reswap": "outerHTML"},
+        )
+    return page(request, "unavailable.html", ctx, status=refused.status)
 
 
 def redirect(request: Request, url: str) -> Response:
@@ -140,7 +164,10 @@ def check_origin(request: Request) -> None:
 async def checked_form(request: Request) -> FormData:
     """The request's form, after the Origin and CSRF token checks (a FastAPI dependency)."""
     check_origin(request)
-    form = await request.form()
+    # Starlette's own cap on one field (1 MiB) would refuse a long message the byte
+    # limit let through: BodyLimit has bounded the body already.
+    limit = int(request.app.state.settings.body_limit * RESCUE_FACTOR)
+    form = await request.form(max_part_size=limit)
     token = request.headers.get("x-csrf-token") or form.get("csrf_token")
     if not isinstance(token, str) or not session_of(request).csrf_ok(token):
         raise CsrfError
@@ -150,3 +177,9 @@ async def checked_form(request: Request) -> FormData:
 def form_text(form: FormData, name: str) -> str:
     value = form.get(name, "")
     return value if isinstance(value, str) else ""
+
+
+def bubble(request: Request, message: Message) -> str:
+    """One message rendered by the `bubble` macro (also the SSE `done` payload)."""
+    macro = TEMPLATES.env.get_template("_message.html").module.bubble  # type: ignore[attr-defined]
+    return str(macro(message, session_of(request).csrf_token))

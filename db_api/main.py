@@ -9,17 +9,20 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 from starlette.routing import compile_path
 
+from db_api import crud
 from db_api.config import Settings
 from db_api.db import head_revision, make_engine, make_sessionmaker
 from db_api.metrics import MetricsMiddleware, RequestMetrics
-from db_api.routes import chats, messages, ops
+from db_api.routes import chats, messages, ops, presets, sessions
+from db_api.routes.deps import forbid_unknown_query
+from db_api.schemas import MessageConflict, MessageOut
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +45,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="Parlor db_api",
-        summary="Chats and messages, scoped by owner",
-        version="1",
+        summary="Chats (message trees), presets and sessions, scoped by owner",
+        description=(
+            "Every call but /health and /metrics is scoped by X-Owner (another owner's "
+            "object is a 404). Unknown body fields and unknown query parameters are "
+            "refused with 422 on every route."
+        ),
+        version="2",
         lifespan=lifespan,
+        # Unknown query parameters are refused (422) on every route.
+        dependencies=[Depends(forbid_unknown_query)],
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -56,10 +66,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(chats.router)
     app.include_router(messages.router)
+    app.include_router(presets.router)
+    app.include_router(sessions.router)
     app.include_router(ops.router)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(405, _method_not_allowed)
     _add_database_error_handlers(app)
+    _add_domain_error_handlers(app)
     return app
 
 
@@ -116,6 +129,26 @@ def _add_database_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(sa.exc.OperationalError, unavailable)
     app.add_exception_handler(sa.exc.InterfaceError, unavailable)
     app.add_exception_handler(sa.exc.TimeoutError, unavailable)  # pool exhausted
+
+
+def _add_domain_error_handlers(app: FastAPI) -> None:
+    # crud's refusals mean the same on every route, so they are answered here once
+    # rather than caught in each handler.
+    async def not_found(_request: Request, exc: Exception) -> JSONResponse:
+        # Another owner's object is missing too: the same 404, naming what is missing.
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    async def conflict(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, crud.Conflict)
+        if exc.message is None or exc.versions is None:
+            return JSONResponse({"detail": exc.detail}, status_code=409)
+        # A refused message write answers the stored message, so the caller can rebase on it.
+        stored = MessageOut.of(exc.message, exc.versions.ids)
+        body = MessageConflict(detail=exc.detail, message=stored)
+        return JSONResponse(jsonable_encoder(body), status_code=409)
+
+    app.add_exception_handler(crud.NotFound, not_found)
+    app.add_exception_handler(crud.Conflict, conflict)
 
 
 app = create_app()

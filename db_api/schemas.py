@@ -22,12 +22,29 @@ from pydantic import (
     ValidationInfo,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 
 from db_api.config import Settings
 
 Role = Literal["system", "user", "assistant"]
 Status = Literal["complete", "pending", "streaming", "interrupted", "error"]
+# An answer still being written, and one that will not be written again by its generation.
+RUNNING = ("pending", "streaming")
+FINAL = ("complete", "interrupted", "error")
+FinishReason = Literal["stop", "length"]
+# Why an answer ended interrupted or in error, as a machine code.
+Reason = Literal[
+    "stopped",
+    "model_unreachable",
+    "model_error",
+    "model_stalled",
+    "context_exceeded",
+    "storage_unreachable",
+    "server_restarted",
+    "lease_expired",
+]
+TitleSource = Literal["auto", "user", "model"]
 
 # Columns are 32-bit integers on every backend; larger counts are a client bug.
 INT32_MAX = 2_147_483_647
@@ -93,6 +110,56 @@ TokenCount = Annotated[int, Field(ge=0, le=INT32_MAX), BeforeValidator(_json_num
 Millis = Annotated[
     float, Field(ge=0, le=MAX_MS, allow_inf_nan=False), BeforeValidator(_json_number)
 ]
+Revision = Annotated[int, Field(ge=0, le=INT32_MAX), BeforeValidator(_json_number)]
+Version = Annotated[int, Field(ge=1, le=INT32_MAX), BeforeValidator(_json_number)]
+# A generation's claim on an answer lasts at most an hour between renewals.
+MAX_LEASE_S = 3600.0
+LeaseSeconds = Annotated[
+    float, Field(gt=0, le=MAX_LEASE_S, allow_inf_nan=False), BeforeValidator(_json_number)
+]
+# Who holds a lease: a chat_ui replica's name, as printable ASCII like an owner key.
+LEASE_OWNER_PATTERN = r"^[\x20-\x7e]{1,128}$"
+LeaseOwner = Annotated[str, Field(pattern=LEASE_OWNER_PATTERN)]
+StrictBool = Annotated[bool, Field(strict=True)]
+
+# Sampling settings: the ranges every OpenAI-compatible server accepts.
+Temperature = Annotated[
+    float, Field(ge=0, le=2, allow_inf_nan=False), BeforeValidator(_json_number)
+]
+TopP = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False), BeforeValidator(_json_number)]
+MaxTokens = Annotated[int, Field(ge=1, le=32_768), BeforeValidator(_json_number)]
+MAX_MODEL_NAME = 256
+ModelName = Annotated[
+    str,
+    AfterValidator(_storable_text),
+    AfterValidator(_not_blank),
+    Field(max_length=MAX_MODEL_NAME),
+    WithJsonSchema({**NON_BLANK_SCHEMA, "maxLength": MAX_MODEL_NAME}),
+]
+MAX_PRESET_NAME = 100
+PresetName = Annotated[
+    str,
+    AfterValidator(_storable_text),
+    AfterValidator(_not_blank),
+    Field(max_length=MAX_PRESET_NAME),
+    WithJsonSchema({**NON_BLANK_SCHEMA, "maxLength": MAX_PRESET_NAME}),
+]
+# Free-form values of what an answer was generated with (seed, top_k, ...).
+MAX_PARAM_KEYS = 32
+MAX_PARAM_NAME = 64
+ParamScalar = Annotated[
+    StrictBool
+    | Annotated[int, Field(strict=True, ge=-(2**53), le=2**53)]
+    | Annotated[float, Field(strict=True, allow_inf_nan=False)]
+    | Annotated[
+        str,
+        Field(max_length=MAX_MODEL_NAME),
+        AfterValidator(_storable_text),
+        WithJsonSchema({**TEXT_SCHEMA, "maxLength": MAX_MODEL_NAME}),
+    ]
+    | None,
+    Field(union_mode="left_to_right"),
+]
 
 
 class _Input(BaseModel):
@@ -102,10 +169,59 @@ class _Input(BaseModel):
     LIMITS: ClassVar[dict[str, str]] = {}
 
 
+class ChatParams(_Input):
+    """A chat's (or a preset's) sampling settings; a key left out (or null) means the
+    model server's default."""
+
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    max_tokens: MaxTokens | None = None
+    plan_mode: StrictBool | None = None
+    planner_model: ModelName | None = None
+
+    def stored(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class GenerationParams(ChatParams):
+    """What an answer was generated with: the chat's settings, plus any other sampling
+    values the caller records (JSON scalars under short names)."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "maxProperties": MAX_PARAM_KEYS,
+            "propertyNames": {
+                "minLength": 1,
+                "maxLength": MAX_PARAM_NAME,
+                "pattern": "^[^\\u0000]*$",
+            },
+        },
+    )
+    __pydantic_extra__: dict[str, ParamScalar] = Field(init=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            if len(data) > MAX_PARAM_KEYS:
+                raise ValueError(f"at most {MAX_PARAM_KEYS} params")
+            for key in data:
+                if not isinstance(key, str) or not 1 <= len(key) <= MAX_PARAM_NAME:
+                    raise ValueError(f"param names are 1 to {MAX_PARAM_NAME} characters long")
+                _storable_text(key)
+        return data
+
+    def stored(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
 class ChatCreate(_Input):
     title: NonBlankText | None = None
     system_prompt: StorableText | None = None
     model: NonBlankText | None = None
+    params: ChatParams = Field(default_factory=ChatParams)
+    title_source: TitleSource = "auto"
     LIMITS = {
         "title": "max_title_chars",
         "system_prompt": "max_message_chars",
@@ -114,7 +230,9 @@ class ChatCreate(_Input):
 
 
 class ChatUpdate(ChatCreate):
-    """Only the fields sent are changed; null clears a field."""
+    """Only the fields sent are changed; null clears a text field. `params` replaces the
+    stored settings as a whole ({} for all defaults). A title_source of "model" is
+    refused (409) once the person named the chat (title_source "user")."""
 
 
 class MessageCreate(_Input):
@@ -135,7 +253,13 @@ class MessageCreate(_Input):
     role: Role
     content: StorableText
     status: Status = "complete"
-    LIMITS = {"content": "max_message_chars"}
+    # Absent: a child of the chat's current leaf; null: a new first turn.
+    parent_id: uuid.UUID | None = None
+    model: ModelName | None = None
+    params: GenerationParams | None = None
+    lease_owner: LeaseOwner | None = None
+    lease_s: LeaseSeconds | None = None
+    LIMITS = {"content": "max_message_chars", "model": "max_model_chars"}
 
     def check_content(self) -> None:
         # A pending/streaming assistant message starts empty and fills as tokens come;
@@ -154,9 +278,24 @@ class MessageCreate(_Input):
         )
 
 
+class TurnCreate(_Input):
+    """A question and its pending answer, stored together."""
+
+    content: NonBlankText
+    # Absent: the question follows the chat's current leaf; null: a new first turn.
+    parent_id: uuid.UUID | None = None
+    # What the answer will be generated with.
+    model: ModelName | None = None
+    params: GenerationParams | None = None
+    # The generation that will write the answer may claim it from the start.
+    lease_owner: LeaseOwner | None = None
+    lease_s: LeaseSeconds | None = None
+    LIMITS = {"content": "max_message_chars", "model": "max_model_chars"}
+
+
 class MessageUpdate(_Input):
-    """Only the fields sent are changed. content and status cannot be null;
-    error, token counts and timings can (null clears them)."""
+    """Only the fields sent are changed. content, status, revision and stop_requested
+    cannot be null; the others can (null clears them)."""
 
     # Leaving content/status out means "no change"; an explicit null is a 422 (and the
     # published schema says string, not nullable).
@@ -169,9 +308,71 @@ class MessageUpdate(_Input):
     completion_tokens: TokenCount | None = None
     ttft_ms: Millis | None = None
     generation_ms: Millis | None = None
-    LIMITS = {"content": "max_message_chars", "error": "max_message_chars"}
+    revision: Annotated[
+        Revision | None, WithJsonSchema({"type": "integer", "minimum": 0, "maximum": INT32_MAX})
+    ] = None
+    finish_reason: FinishReason | None = None
+    reason: Reason | None = None
+    model: ModelName | None = None
+    params: GenerationParams | None = None
+    plan: StorableText | None = None
+    lease_owner: LeaseOwner | None = None
+    lease_s: LeaseSeconds | None = None
+    stop_requested: Annotated[StrictBool | None, WithJsonSchema({"type": "boolean"})] = None
+    LIMITS = {
+        "content": "max_message_chars",
+        "error": "max_message_chars",
+        "plan": "max_message_chars",
+        "model": "max_model_chars",
+    }
 
-    @field_validator("content", "status", mode="before")
+    @field_validator("content", "status", "revision", "stop_requested", mode="before")
+    @classmethod
+    def _not_null(cls, value: object, info: ValidationInfo) -> object:
+        if value is None:
+            raise ValueError(f"{info.field_name} cannot be null; leave it out to keep it")
+        return value
+
+
+class ReopenBody(_Input):
+    lease_owner: LeaseOwner | None = None
+    lease_s: LeaseSeconds | None = None
+
+
+class ExpireBody(_Input):
+    reason: Reason
+    error: StorableText | None = None
+    LIMITS = {"error": "max_message_chars"}
+
+
+class BranchSelect(_Input):
+    """Show the branch through `message_id`, or through its `version`-th sibling."""
+
+    message_id: uuid.UUID
+    version: Version | None = None
+
+
+class _PresetSettings(_Input):
+    system_prompt: StorableText | None = None
+    model: ModelName | None = None
+    params: ChatParams = Field(default_factory=ChatParams)
+    LIMITS = {"system_prompt": "max_message_chars", "model": "max_model_chars"}
+
+
+class PresetCreate(_PresetSettings):
+    """A role: a named system prompt, model and sampling settings (name unique per owner)."""
+
+    name: PresetName
+
+
+class PresetUpdate(_PresetSettings):
+    """Only the fields sent are changed; null clears system_prompt or model."""
+
+    name: Annotated[
+        PresetName | None, WithJsonSchema({**NON_BLANK_SCHEMA, "maxLength": MAX_PRESET_NAME})
+    ] = None
+
+    @field_validator("name", mode="before")
     @classmethod
     def _not_null(cls, value: object, info: ValidationInfo) -> object:
         if value is None:
@@ -188,6 +389,9 @@ class ChatOut(BaseModel):
     model: str | None
     created_at: datetime
     updated_at: datetime
+    current_leaf_id: uuid.UUID | None
+    params: dict[str, Any]
+    title_source: TitleSource
 
 
 class MessageOut(BaseModel):
@@ -195,6 +399,7 @@ class MessageOut(BaseModel):
 
     id: uuid.UUID
     chat_id: uuid.UUID
+    parent_id: uuid.UUID | None
     role: Role
     content: str
     status: Status
@@ -205,10 +410,72 @@ class MessageOut(BaseModel):
     generation_ms: float | None
     created_at: datetime
     updated_at: datetime
+    # Its place among its siblings (the versions of this turn), oldest first.
+    version: int
+    versions: int
+    sibling_ids: list[uuid.UUID]
+    revision: int
+    finish_reason: FinishReason | None
+    reason: Reason | None
+    model: str | None
+    params: dict[str, Any] | None
+    plan: str | None
+    lease_owner: str | None
+    lease_until: datetime | None
+    stop_requested: bool
+
+    @classmethod
+    def of(cls, message: Any, sibling_ids: list[uuid.UUID]) -> MessageOut:
+        """A stored message with its place among its siblings (itself included)."""
+        computed = {"version", "versions", "sibling_ids"}
+        stored = {name: getattr(message, name) for name in cls.model_fields if name not in computed}
+        return cls.model_validate(
+            {
+                **stored,
+                "version": sibling_ids.index(message.id) + 1,
+                "versions": len(sibling_ids),
+                "sibling_ids": sibling_ids,
+            }
+        )
 
 
 class ChatWithMessages(ChatOut):
+    """The chat with its current branch, oldest first (or the window asked for)."""
+
     messages: list[MessageOut]
+    # More messages above the first one returned (ask again with before=its id).
+    has_earlier: bool
+
+
+class TurnOut(BaseModel):
+    user: MessageOut
+    assistant: MessageOut
+
+
+class MessageConflict(BaseModel):
+    """409: the write was refused; `message` is what is stored."""
+
+    detail: str
+    message: MessageOut
+
+
+class PresetOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str
+    system_prompt: str | None
+    model: str | None
+    params: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class SessionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    created_at: datetime
 
 
 class Health(BaseModel):

@@ -38,9 +38,15 @@ def physical_cores() -> int:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LM_API_", extra="ignore")
 
+    # The default model: loaded at start, used when a request names none.
     model_path: Path = Field(default=Path("models") / DEFAULT_MODEL_FILE)
-    # The id in /v1/models and in answers; default: the file name without .gguf.
+    # The default model's id in /v1/models and in answers; default: the file name without
+    # .gguf (the other models are always named by their file name without .gguf).
     model_name: str | None = None
+    # Every GGUF here is served, loaded on first use; default: model_path's directory.
+    models_dir: Path | None = None
+    # Models kept loaded at once; loading one more unloads the least recently used idle one.
+    max_loaded: int = Field(default=1, ge=1)
     n_ctx: int = Field(default=4096, ge=64)
     # Default: physical cores (see physical_cores); never more than the usable cores.
     n_threads: int | None = Field(default=None, ge=1)
@@ -73,6 +79,14 @@ class Settings(BaseSettings):
         return self.model_name or self.model_path.stem
 
     @property
+    def models_directory(self) -> Path:
+        return self.models_dir if self.models_dir is not None else self.model_path.parent
+
+    def for_model(self, path: Path, name: str) -> Settings:
+        """These settings for serving the model in `path` as `name`."""
+        return self.model_copy(update={"model_path": path, "model_name": name})
+
+    @property
     def threads(self) -> int:
         usable = len(os.sched_getaffinity(0))
         return min(self.n_threads or physical_cores(), usable)
@@ -82,6 +96,7 @@ def describe(settings: Settings) -> str:
     """The effective settings, for the start-up log line."""
     return (
         f"model={settings.model_path} name={settings.served_model_name} "
+        f"models_dir={settings.models_directory} max_loaded={settings.max_loaded} "
         f"engine={settings.engine} parallel={settings.parallel} "
         f"n_ctx={settings.n_ctx} n_threads={settings.threads} n_batch={settings.n_batch} "
         f"n_gpu_layers={settings.n_gpu_layers} chat_format={settings.chat_format or 'auto'} "

@@ -2,12 +2,12 @@
 
 LM_API_MODEL_PATH=models/x.gguf uvicorn lm_api.main:app --port 8002
 
-This module only wires: settings, metrics, the engine, the routes (lm_api.routes).
+This module only wires: settings, metrics, the model registry (one engine per loaded
+model, lm_api.registry), the routes (lm_api.routes).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +18,7 @@ from lm_api.config import Settings, describe
 from lm_api.engines import make_engine
 from lm_api.engines.base import Loader, load_llama
 from lm_api.metrics import Metrics
+from lm_api.registry import ModelRegistry
 from lm_api.routes import add_error_handlers, api, router
 
 log = logging.getLogger("lm_api")
@@ -39,17 +40,17 @@ def create_app(settings: Settings | None = None, *, loader: Loader | None = None
     settings = settings or Settings()
     _setup_logging()
     metrics = Metrics()
-    engine = make_engine(settings, metrics, loader or load_llama)
+    registry = ModelRegistry(settings, metrics, loader or load_llama, make_engine)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         log.info("lm_api: starting with %s", describe(settings))
-        engine.start()
+        registry.start()
         yield
-        await asyncio.to_thread(engine.close)
+        await registry.close()
 
     app = FastAPI(title="Parlor lm_api", version="0.1.0", lifespan=lifespan)
-    app.state.engine = engine
+    app.state.registry = registry
     app.state.metrics = metrics
     app.state.settings = settings
     add_error_handlers(app)

@@ -62,14 +62,22 @@ class ChatPrompter:
         return self._llm.detokenize([token], special=True).decode("utf-8", errors="ignore")
 
     def build(self, messages: list[dict[str, Any]]) -> Prompt:
-        """Render and tokenize; raises ValueError when the template rejects the chat."""
+        """Render and tokenize; raises ValueError when the template rejects the chat.
+
+        A chat that ends with an assistant message continues that message, as
+        llama-server does: the template renders the earlier turns and the generation
+        prompt, then the partial answer follows as it is, its turn left open, so the
+        model goes on from where it stopped (and the answer carries only what follows).
+        """
+        head, partial = split_partial(messages)
         try:
-            result = self._formatter(messages=cast(Any, messages))
+            result = self._formatter(messages=cast(Any, head))
         except ValueError:
             raise
         except Exception as exc:  # a template's own raise_exception or a Jinja2 error
             raise ValueError(f"the chat template rejected these messages: {exc}") from exc
-        tokens = self._llm.tokenize(result.prompt.encode("utf-8"), add_bos=False, special=True)
+        text = result.prompt + partial
+        tokens = self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         # Add BOS when the model wants one and the template did not write it already.
         if (
             self._bos >= 0
@@ -79,3 +87,15 @@ class ChatPrompter:
             tokens.insert(0, self._bos)
         stops = result.stop if isinstance(result.stop, list) else [result.stop or ""]
         return Prompt(tokens, tuple(s for s in (*stops, *self._extra_stops) if s))
+
+
+def split_partial(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    """The turns the template renders, and the partial answer to continue ("" if none)."""
+    if not messages or messages[-1].get("role") != "assistant":
+        return messages, ""
+    head = messages[:-1]
+    if head and head[-1].get("role") == "assistant":
+        raise ValueError(
+            "two assistant messages end the chat: only the last answer can be continued"
+        )
+    return head, str(messages[-1].get("content") or "")

@@ -1,8 +1,9 @@
 """lm_api's HTTP side: OpenAI-shaped errors, the bearer token, and the routes.
 
-The routes reach the engine, settings and metrics that `lm_api.main.create_app` puts in
-`app.state`; they turn requests into `Engine.prepare`/`submit` calls and engine events
-into OpenAI's JSON or SSE chunks.
+The routes reach the model registry, settings and metrics that `lm_api.main.create_app`
+puts in `app.state`. A request takes a lease on its model from the registry (which loads
+it if needed), turns into `Engine.prepare`/`submit` calls, and its engine's events into
+OpenAI's JSON or SSE chunks; the lease ends with the answer.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -20,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sse_starlette.sse import EventSourceResponse
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lm_api.config import Settings
@@ -36,6 +38,8 @@ from lm_api.engines.base import (
     TextDelta,
 )
 from lm_api.metrics import Metrics
+from lm_api.model_files import read_info
+from lm_api.registry import Lease, ModelRegistry, UnknownModel
 from lm_api.schemas import (
     AssistantMessage,
     ChatCompletion,
@@ -46,6 +50,9 @@ from lm_api.schemas import (
     ModelCard,
     ModelList,
     ModelMeta,
+    PromptTokens,
+    TokenizeRequest,
+    TokenizeResponse,
     Usage,
 )
 
@@ -103,6 +110,16 @@ def not_ready(detail: str) -> OpenAIError:
     )
 
 
+def busy(exc: QueueFull) -> OpenAIError:
+    return unavailable(
+        f"the server is busy ({exc}); retry later", "queue_full", RETRY_AFTER_QUEUE_FULL
+    )
+
+
+def unknown_model(exc: UnknownModel) -> OpenAIError:
+    return OpenAIError(404, str(exc), param="model", code="model_not_found")
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     errors = exc.errors()
     if not errors:
@@ -146,9 +163,9 @@ def add_error_handlers(app: FastAPI) -> None:
 # --- dependencies ---------------------------------------------------------------------
 
 
-def _engine(request: Request) -> Engine:
-    engine: Engine = request.app.state.engine
-    return engine
+def _registry(request: Request) -> ModelRegistry:
+    registry: ModelRegistry = request.app.state.registry
+    return registry
 
 
 def _settings(request: Request) -> Settings:
@@ -161,7 +178,7 @@ def _metrics(request: Request) -> Metrics:
     return metrics
 
 
-EngineDep = Annotated[Engine, Depends(_engine)]
+RegistryDep = Annotated[ModelRegistry, Depends(_registry)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
 
@@ -189,16 +206,18 @@ api = APIRouter(dependencies=[Depends(check_token)])  # /v1/*: behind the token
 
 
 @router.get("/health")
-async def health(engine: EngineDep) -> JSONResponse:
-    st = engine.status()
+async def health(registry: RegistryDep) -> JSONResponse:
+    """200 while some model can be served (a swap included), else 503 with the reason."""
+    h = registry.health()
     body = {
-        "status": "ok" if st.state == "ready" else st.state,
-        "detail": st.detail,
-        "model": st.model,
-        "queue_depth": st.queue_depth,
-        "running": st.running,
+        "status": h.state,
+        "detail": h.detail,
+        "model": h.model,
+        "loaded": h.loaded,
+        "queue_depth": h.queue_depth,
+        "running": h.running,
     }
-    return JSONResponse(body, status_code=200 if st.state == "ready" else 503)
+    return JSONResponse(body, status_code=200 if h.ok else 503)
 
 
 @router.get("/metrics")
@@ -207,26 +226,88 @@ async def prometheus(metrics: MetricsDep) -> Response:
 
 
 @api.get("/v1/models")
-async def models(engine: EngineDep) -> ModelList:
-    st = engine.status()
-    if st.state != "ready":
-        raise not_ready(st.detail)
-    card = ModelCard(id=st.model, created=int(time.time()), meta=ModelMeta(n_ctx=st.n_ctx))
-    return ModelList(data=[card])
+async def models(registry: RegistryDep, settings: SettingsDep) -> ModelList:
+    """Every model lm_api can serve, the default first, with what its GGUF says."""
+    h = registry.health()
+    if not h.ok:
+        raise not_ready(h.detail)
+    now = int(time.time())
+    cards = []
+    for file in registry.files():
+        info = await asyncio.to_thread(read_info, file.path)
+        state = registry.state(file)
+        meta = ModelMeta(
+            n_ctx=settings.n_ctx,
+            n_ctx_train=info.n_ctx_train,
+            size_bytes=max(file.stamp()[0], 0),
+            quantization=info.quantization,
+            architecture=info.architecture,
+            loaded=state == "ready",
+            state=state,
+        )
+        cards.append(ModelCard(id=file.name, created=now, meta=meta))
+    return ModelList(data=cards)
+
+
+async def _lease(registry: ModelRegistry, model: str | None) -> Lease:
+    """The request's model, loaded (waiting in line meanwhile), or the OpenAI error."""
+    try:
+        return await registry.acquire(model)
+    except UnknownModel as exc:
+        raise unknown_model(exc) from exc
+    except NotReady as exc:
+        raise not_ready(str(exc)) from exc
+    except QueueFull as exc:
+        raise busy(exc) from exc
 
 
 @api.post(CHAT_PATH, response_model=None)
 async def chat_completions(
-    body: ChatCompletionRequest, request: Request, engine: EngineDep, settings: SettingsDep
+    body: ChatCompletionRequest, request: Request, registry: RegistryDep
 ) -> ChatCompletion | EventSourceResponse:
+    lease = await _lease(registry, body.model)
     try:
-        gen_request = engine.prepare(
-            [m.for_template() for m in body.messages],
-            max_tokens=body.wanted_tokens(),
-            stop=body.stop_list(),
-            sampling=body.sampling(),
+        gen = _submit(lease.engine, body)
+    except BaseException:
+        lease.release()
+        raise
+
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        _count(request, 200)  # the status line goes out now; later errors are in-stream
+
+        def end() -> None:  # also when the stream never started
+            gen.cancel()
+            lease.release()
+
+        return EventSourceResponse(
+            _stream(gen, completion_id, created, lease.name, include_usage, end),
+            ping=15,
+            background=BackgroundTask(end),
         )
-        gen = engine.submit(gen_request)
+    try:
+        answer = await _complete(gen, request, completion_id, created, lease.name)
+    finally:
+        lease.release()
+    _count(request, 200 if answer is not None else CLIENT_CLOSED)
+    if answer is None:  # nobody is listening; send something valid anyway
+        raise OpenAIError(CLIENT_CLOSED, "client closed the request", code="cancelled")
+    return answer
+
+
+def _submit(engine: Engine, body: ChatCompletionRequest) -> Generation:
+    """Format, tokenize and queue the request, or the OpenAI error saying why not."""
+    try:
+        return engine.submit(
+            engine.prepare(
+                [m.for_template() for m in body.messages],
+                max_tokens=body.wanted_tokens(),
+                stop=body.stop_list(),
+                sampling=body.sampling(),
+            )
+        )
     except NotReady as exc:
         raise not_ready(str(exc)) from exc
     except InvalidParam as exc:
@@ -234,26 +315,29 @@ async def chat_completions(
     except ContextLengthExceeded as exc:
         raise OpenAIError(400, str(exc), param="messages", code="context_length_exceeded") from exc
     except QueueFull as exc:
-        raise unavailable(
-            f"the server is busy ({exc}); retry later", "queue_full", RETRY_AFTER_QUEUE_FULL
-        ) from exc
+        raise busy(exc) from exc
     except ValueError as exc:  # the chat template refused the messages
         raise OpenAIError(400, str(exc), param="messages") from exc
 
-    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-    created = int(time.time())
-    model = settings.served_model_name
-    if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        _count(request, 200)  # the status line goes out now; later errors are in-stream
-        return EventSourceResponse(
-            _stream(gen, completion_id, created, model, include_usage), ping=15
-        )
-    answer = await _complete(gen, request, completion_id, created, model)
-    _count(request, 200 if answer is not None else CLIENT_CLOSED)
-    if answer is None:  # nobody is listening; send something valid anyway
-        raise OpenAIError(CLIENT_CLOSED, "client closed the request", code="cancelled")
-    return answer
+
+@api.post("/tokenize", response_model=None)
+async def tokenize(body: TokenizeRequest, registry: RegistryDep) -> TokenizeResponse | PromptTokens:
+    """Count tokens with the model's own tokenizer (llama-server's /tokenize, and the
+    prompt of a chat as a completion would build it)."""
+    lease = await _lease(registry, body.model)
+    try:
+        if body.messages is not None:
+            prompt = lease.engine.build_prompt([m.for_template() for m in body.messages])
+            return PromptTokens(tokens=prompt.tokens, count=len(prompt.tokens))
+        assert body.content is not None  # the schema wants one of the two
+        tokens = lease.engine.tokenize(body.content, add_special=body.add_special)
+        return TokenizeResponse(tokens=tokens)
+    except NotReady as exc:
+        raise not_ready(str(exc)) from exc
+    except ValueError as exc:  # the template refused the messages; text not UTF-8
+        raise OpenAIError(400, str(exc), param="messages" if body.messages else "content") from exc
+    finally:
+        lease.release()
 
 
 # --- answers --------------------------------------------------------------------------
@@ -308,7 +392,12 @@ def _usage(event: Finished) -> Usage:
 
 
 async def _stream(
-    gen: Generation, completion_id: str, created: int, model: str, include_usage: bool
+    gen: Generation,
+    completion_id: str,
+    created: int,
+    model: str,
+    include_usage: bool,
+    end: Callable[[], None],
 ) -> AsyncIterator[str]:
     """OpenAI's chunk stream: role first, then content deltas, a finish chunk, [DONE]."""
 
@@ -355,4 +444,4 @@ async def _stream(
         yield "[DONE]"
     finally:
         # Reached on completion and when sse-starlette cancels us because the client left.
-        gen.cancel()
+        end()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
 from lm_api.engines.sampling import (
     DEFAULT_MIN_P,
@@ -124,6 +124,33 @@ class ChatCompletionRequest(BaseModel):
         return self.max_completion_tokens if self.max_tokens is None else self.max_tokens
 
 
+class TokenizeRequest(BaseModel):
+    """llama-server's `{content, add_special?}`, or `{messages, model?}`: the prompt a
+    completion of these messages would read, built by the same chat template."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    content: StrictStr | None = None
+    add_special: StrictBool = False
+    messages: list[ChatMessage] | None = Field(default=None, min_length=1)
+    model: StrictStr | None = None
+
+    @model_validator(mode="after")
+    def _content_or_messages(self) -> TokenizeRequest:
+        if (self.content is None) == (self.messages is None):
+            raise ValueError("give either content or messages")
+        return self
+
+
+class TokenizeResponse(BaseModel):
+    tokens: list[int]
+
+
+class PromptTokens(BaseModel):
+    tokens: list[int]
+    count: int
+
+
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
@@ -152,7 +179,13 @@ class ChatCompletion(BaseModel):
 
 
 class ModelMeta(BaseModel):
-    n_ctx: int
+    n_ctx: int  # the context lm_api gives each answer
+    n_ctx_train: int | None = None  # what the GGUF says it was trained with
+    size_bytes: int | None = None
+    quantization: str | None = None  # e.g. "Q4_K_M", "F16"
+    architecture: str | None = None
+    loaded: bool = False
+    state: Literal["unloaded", "loading", "ready", "failed"] = "unloaded"
 
 
 class ModelCard(BaseModel):

@@ -2,8 +2,8 @@
 
     parlor up         run the whole chat on this machine, without Docker
     parlor download   fetch the default model (lm_api.download)
-    parlor synth      write a synthetic GGUF model (lm_api.synthetic)
-    parlor migrate    bring a database's schema to the newest revision (db_api)
+    parlor synth      write a synthetic GGUF model (parlor.synth)
+    parlor migrate    bring a database's schema to the newest revision (db_api.migrate)
 
 The service packages are imported only by the command that needs them, so `parlor up
 --help` answers at once and a missing optional part fails only its own command.
@@ -12,7 +12,6 @@ The service packages are imported only by the command that needs them, so `parlo
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -25,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
         "up",
         help="run db_api, lm_api, chat_ui (and nginx when installed) on this machine",
         description="Run the whole chat on loopback, with SQLite under the data directory. "
-        "Stops everything on Ctrl-C or when one part dies.",
+        "A part that dies is restarted; Ctrl-C stops them all.",
     )
     up.add_argument("--port", type=int, default=8080, help="port of the chat (default 8080)")
     model = up.add_mutually_exclusive_group()
@@ -46,22 +45,21 @@ def _parser() -> argparse.ArgumentParser:
         "--no-nginx", action="store_true", help="serve chat_ui directly, even if nginx is installed"
     )
     up.add_argument(
+        "--reload",
+        action="store_true",
+        help="restart a service when a file of its package changes (for working on Parlor)",
+    )
+    up.add_argument(
         "--no-download",
         action="store_true",
         help="without --model/--demo and no downloaded model, stop instead of fetching "
         "the default model ($PARLOR_MODEL_URL, else Qwen2.5-0.5B-Instruct Q4_K_M)",
     )
 
-    # Listed for --help only: main() hands their arguments to the lm_api tools unparsed.
+    # Listed for --help only: main() hands their arguments to the tools unparsed.
     commands.add_parser("download", help="download the default model (see its --help)")
     commands.add_parser("synth", help="write a synthetic GGUF model (see its --help)")
-
-    migrate = commands.add_parser("migrate", help="apply database migrations")
-    migrate.add_argument(
-        "--database-url",
-        default=os.environ.get("DB_API_DATABASE_URL", "sqlite:///./data/parlor.db"),
-        help="SQLAlchemy URL (default: $DB_API_DATABASE_URL or sqlite:///./data/parlor.db)",
-    )
+    commands.add_parser("migrate", help="apply the database migrations (see its --help)")
     return parser
 
 
@@ -72,17 +70,14 @@ def main(argv: list[str] | None = None) -> int:
 
         return download(argv[1:])
     if argv[:1] == ["synth"]:
-        from lm_api.synthetic import main as synth
+        from parlor.synth import main as synth
 
         return synth(argv[1:])
-    args = _parser().parse_args(argv)
-    if args.command == "migrate":
-        from db_api.db import ensure_sqlite_directory, upgrade_database
+    if argv[:1] == ["migrate"]:
+        from db_api.migrate import main as migrate
 
-        ensure_sqlite_directory(args.database_url)
-        upgrade_database(args.database_url)
-        print("database is at the newest revision", file=sys.stderr)
-        return 0
+        return migrate(argv[1:], prog="parlor migrate")
+    args = _parser().parse_args(argv)
     from parlor.up import UpOptions, run
 
     return run(
@@ -93,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             data_dir=args.data_dir,
             nginx=not args.no_nginx,
             download=not args.no_download,
+            reload=args.reload,
         )
     )
 

@@ -5,21 +5,24 @@ variables that are defined (and, in compose, only those matching `NGINX_ENVSUBST
 `render_template` applies the same rule, so `parlor up`, the tests and compose run the very
 same file. `write_config` adds the small top-level nginx.conf the image would otherwise
 provide, with every path (pid, temp dirs, logs) under one prefix directory, so nginx runs
-unprivileged in the foreground on loopback.
+unprivileged in the foreground on loopback. `nginx_service` checks the result with
+`nginx -t` and describes the process for the supervisor; `run_nginx` runs it for a `with`
+block (tests, benchmarks).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
-from collections.abc import Mapping
+import subprocess
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-TEMPLATE = REPO / "nginx" / "templates" / "default.conf.template"
-STATIC_ROOT = REPO / "chat_ui" / "static"
+from parlor.paths import NGINX_TEMPLATE, STATIC_ROOT
+from parlor.supervisor import LOOPBACK, Service, ServiceSpec, free_port, running
 
 # envsubst replaces both `${NAME}` and `$NAME`; nginx's own variables ($host, $scheme, ...)
 # are lowercase and never defined in the render environment, so they pass through.
@@ -82,7 +85,7 @@ def write_config(
     listen: str,
     chat_ui_upstream: str,
     static_root: Path = STATIC_ROOT,
-    template: Path = TEMPLATE,
+    template: Path = NGINX_TEMPLATE,
     console_logs: bool = False,
 ) -> NginxConfig:
     """Render the site template under `prefix` with a top-level nginx.conf around it.
@@ -141,3 +144,59 @@ http {{
 """
     )
     return NginxConfig(prefix=prefix, conf=conf, error_log=error_log, access_log=access_log_path)
+
+
+class NginxError(RuntimeError):
+    """nginx is missing, or refused the rendered configuration."""
+
+
+def nginx_service(
+    prefix: Path,
+    *,
+    port: int,
+    chat_ui_upstream: str,
+    static_root: Path = STATIC_ROOT,
+    template: Path = NGINX_TEMPLATE,
+    console_logs: bool = False,
+) -> tuple[ServiceSpec, NginxConfig]:
+    """The site rendered under `prefix` for loopback `port`, checked by `nginx -t`, and the
+    process that serves it."""
+    binary = nginx_binary()
+    if binary is None:
+        raise NginxError("nginx is not installed (Debian: apt-get install nginx)")
+    config = write_config(
+        prefix,
+        listen=f"{LOOPBACK}:{port}",
+        chat_ui_upstream=chat_ui_upstream,
+        static_root=static_root,
+        template=template,
+        console_logs=console_logs,
+    )
+    check = subprocess.run(config.test_command(binary), capture_output=True, text=True)
+    if check.returncode != 0:
+        raise NginxError(f"nginx -t refused {config.conf}:\n{check.stderr}")
+    spec = ServiceSpec(
+        name="nginx", command=config.command(binary), url=f"http://{LOOPBACK}:{port}", port=port
+    )
+    return spec, config
+
+
+@contextlib.contextmanager
+def run_nginx(
+    prefix: Path,
+    upstream_url: str,
+    *,
+    static_root: Path | None = None,
+    template: Path = NGINX_TEMPLATE,
+) -> Iterator[tuple[str, Service, NginxConfig]]:
+    """Real nginx from the project's template, on a free loopback port in front of
+    `upstream_url`, healthy; yields (its URL, the service, its config)."""
+    spec, config = nginx_service(
+        prefix,
+        port=free_port(),
+        chat_ui_upstream=upstream_url.removeprefix("http://"),
+        static_root=static_root or STATIC_ROOT,
+        template=template,
+    )
+    with running(spec, log=config.prefix / "logs" / "stderr.log") as service:
+        yield spec.url, service, config

@@ -13,7 +13,7 @@ from tests.support import fresh_postgres_database, postgres_server_url
 @pytest.fixture(scope="session")
 def toy_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A ~1 MB synthetic llama GGUF with a chat template, written once per run."""
-    from lm_api.synthetic import write_gguf
+    from parlor.synth import write_gguf
 
     path = tmp_path_factory.mktemp("models") / "toy.gguf"
     return write_gguf(path, preset="toy", seed=0)
@@ -22,7 +22,7 @@ def toy_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def toy_model_no_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same toy model without a chat template (many small models ship none)."""
-    from lm_api.synthetic import write_gguf
+    from parlor.synth import write_gguf
 
     path = tmp_path_factory.mktemp("models") / "toy-no-template.gguf"
     return write_gguf(path, preset="toy", seed=0, chat_template=False)

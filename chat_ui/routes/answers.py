@@ -2,159 +2,94 @@
 
 from __future__ import annotations
 
-import logging
+import asyncio
 from collections.abc import AsyncIterator
 from html import escape
-from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.datastructures import FormData
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, Response, StreamingResponse
 
-from chat_ui.clients import JSON, DbRejected, DbUnavailable, NotFound
-from chat_ui.generation import RUNNING
-from chat_ui.routes.chats import chat_title, load_chat
+from chat_ui import deps
+from chat_ui.clients import DbUnavailable, NotFound
+from chat_ui.contracts import Message
+from chat_ui.conversation import SendRefused
+from chat_ui.generation import Generation
+from chat_ui.generation import Update as FollowUpdate
+from chat_ui.markdown_stream import MarkdownStream, block_html, live_html, sync_html
 from chat_ui.web import (
-    TEMPLATES,
-    PageError,
-    checked_form,
-    db,
+    bubble,
+    chat_page,
+    composer_failure,
     finish,
     form_text,
-    generations,
     is_htmx,
-    metrics,
-    owner_of,
     page,
     redirect,
-    session_of,
-    settings,
+    render,
 )
 
-log = logging.getLogger("chat_ui.answers")
 router = APIRouter()
-
-Form = Annotated[FormData, Depends(checked_form)]
-TITLE_CHARS = 60
-
-
-def bubble(request: Request, message: JSON) -> str:
-    """One message rendered by the `bubble` macro (also the SSE `done` payload)."""
-    macro = TEMPLATES.env.get_template("_message.html").module.bubble  # type: ignore[attr-defined]
-    return str(macro(message, session_of(request).csrf_token))
-
-
-def title_from(content: str) -> str:
-    text = " ".join(content.split())
-    return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1].rstrip() + "…"
-
-
-def composer_failure(
-    request: Request, chat_id: UUID, text: str, error: str, status: int
-) -> Response:
-    """Give the typed text back with the reason, so nothing typed is ever lost."""
-    ctx = {"chat_id": str(chat_id), "composer_text": text, "composer_error": error}
-    if is_htmx(request):
-        return page(
-            request,
-            "_composer.html",
-            ctx,
-            status=status,
-            headers={"HX-Retarget": "#composer", "HX-Reswap": "outerHTML"},
-        )
-    return page(request, "unavailable.html", ctx, status=status)
-
-
-def _find(chat: JSON, message_id: UUID) -> JSON:
-    for msg in chat["messages"]:
-        if msg["id"] == str(message_id):
-            return msg
-    raise NotFound(str(message_id))
 
 
 @router.post("/chats/{chat_id}/messages")
-async def send(request: Request, chat_id: UUID, form: Form) -> Response:
-    owner = owner_of(request)
-    content = form_text(form, "content")
-    limit = settings(request).max_message_chars
-    if not content.strip():
-        return composer_failure(request, chat_id, content, "Type a message first.", 422)
-    if len(content) > limit:
-        return composer_failure(
-            request,
-            chat_id,
-            content,
-            f"Messages are at most {limit} characters (this one has {len(content)}).",
-            422,
-        )
-    api = db(request)
+async def send(
+    request: Request, chat_id: UUID, form: deps.CheckedForm, conv: deps.Conversation
+) -> Response:
     try:
-        chat = await load_chat(request, owner, chat_id)
-        # The person's text is stored before anything is sent to the model.
-        user_msg = await api.add_message(owner, str(chat_id), "user", content)
-        answer = await api.add_message(owner, str(chat_id), "assistant", "", status="pending")
-    except DbUnavailable:
-        return composer_failure(
-            request,
-            chat_id,
-            content,
-            "Parlor cannot reach its storage right now, so your message was not sent. "
-            "Your text is kept below: send it again in a moment.",
-            503,
-        )
-    except DbRejected as exc:
-        return composer_failure(request, chat_id, content, exc.detail, 422)
-    if not chat.get("title"):
-        try:
-            chat = {**chat, **await api.update_chat(owner, str(chat_id), title=title_from(content))}
-        except (DbUnavailable, DbRejected) as exc:
-            log.warning("could not title chat %s: %s", chat_id, exc)
-    chat["messages"] = [*chat["messages"], user_msg, answer]
-    generations(request).start(owner, chat, answer["id"])
+        sent = await conv.send(chat_id, form_text(form, "content"))
+    except SendRefused as refused:
+        return composer_failure(request, chat_id, refused)
     if not is_htmx(request):
-        return redirect(request, f"/chats/{chat_id}")
-    chats = await _sidebar_chats(request, owner)
+        return redirect(request, f"/chats/{chat_id}/live")
     return page(
         request,
         "_sent.html",
         {
-            "messages": [user_msg, answer],
-            "chat": chat,
-            "chats": chats,
+            "messages": [sent.user, sent.answer],
+            "chat": sent.chat,
+            "chats": await conv.sidebar(),
             "chat_id": str(chat_id),
-            "title_of": chat_title,
         },
     )
 
 
-async def _sidebar_chats(request: Request, owner: str) -> list[JSON] | None:
-    try:
-        return await db(request).list_chats(owner)
-    except DbUnavailable:
-        return None
+@router.get("/chats/{chat_id}/messages/{message_id}")
+async def show_message(
+    request: Request, chat_id: UUID, message_id: UUID, conv: deps.Conversation
+) -> Response:
+    """One message's bubble as it now stands (what an answer awaiting its save polls)."""
+    message = await conv.message(chat_id, message_id)
+    if not is_htmx(request):
+        return redirect(request, f"/chats/{chat_id}")
+    return finish(request, HTMLResponse(bubble(request, message)))
 
 
 @router.get("/chats/{chat_id}/messages/{message_id}/stream")
-async def stream(request: Request, chat_id: UUID, message_id: UUID, after: int = 0) -> Response:
-    """Replay the answer's text after `after` (or Last-Event-ID), follow it, then `done`."""
-    owner = session_of(request).owner
-    offset = after
-    last_id = request.headers.get("last-event-id", "")
-    if last_id.isdigit():
-        offset = int(last_id)  # a reconnect resumes exactly where the browser stopped
-    offset = max(0, offset)
-    gen = generations(request).get(str(message_id), owner) if owner else None
-    final: JSON | None = None
-    if gen is None:
-        if owner is None:
-            return _closing_stream(
-                '<p class="msg-error" role="alert">Your session ended: reload the page.</p>'
-            )
+async def stream(
+    request: Request,
+    chat_id: UUID,
+    message_id: UUID,
+    offset: deps.StreamOffset,
+    conv: deps.MaybeConversation,
+    stats: deps.Metrics,
+) -> Response:
+    """Replay the answer's text after `after` (or Last-Event-ID), follow it, then `done`.
+
+    `notice` events say what the answer is waiting for (a silent model server, storage
+    away); they carry no id, so a reconnect resumes from the last text received."""
+    if conv is None:
+        return _closing_stream(
+            '<p class="msg-error" role="alert">Your session ended: reload the page.</p>'
+        )
+    gen = conv.live(message_id)
+    if gen is not None and gen.chat_id != chat_id:
+        gen = None
+    final: Message | None = None
+    if gen is None or gen.finished.is_set():
         try:
-            chat = await load_chat(request, owner, chat_id)
-            final = _find(chat, message_id)
+            final = await conv.message(chat_id, message_id)
         except NotFound:
             return _closing_stream(
                 '<p class="msg-error" role="alert">This answer no longer exists.</p>'
@@ -162,15 +97,15 @@ async def stream(request: Request, chat_id: UUID, message_id: UUID, after: int =
         except DbUnavailable:
             # The browser retries with back-off; the answer shows up once db_api is back.
             return HTMLResponse("db_api unavailable", status_code=503)
-    stats = metrics(request)
+        gen = None
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         nonlocal final
         stats.sse_connections.inc()
         try:
             if gen is not None:
-                async for piece, new_offset in gen.follow(offset):
-                    yield ServerSentEvent(data=escape(piece), event="token", id=str(new_offset))
+                async for event in _rendered(gen, message_id, min(offset, len(gen.text))):
+                    yield event
                 final = gen.final
             assert final is not None
             yield ServerSentEvent(data=bubble(request, final), event="done")
@@ -178,6 +113,88 @@ async def stream(request: Request, chat_id: UUID, message_id: UUID, after: int =
             stats.sse_connections.dec()
 
     return EventSourceResponse(events(), ping=15, headers=_stream_headers())
+
+
+async def _rendered(
+    gen: Generation, message_id: UUID, offset: int
+) -> AsyncIterator[ServerSentEvent]:
+    """The answer as Markdown while it is written: `sync` (the body as shown for the
+    text up to `offset`), then `token` and `block` events (see _message.html), and the
+    last block once the answer is complete, so that `done` changes nothing visible."""
+    md, shown = MarkdownStream.resume(gen.text[:offset])
+    yield ServerSentEvent(data=sync_html(message_id, shown), event="sync")
+    async for change in gen.follow(offset):
+        if change.text:
+            update = md.feed(change.text)
+            if update.replace:
+                yield ServerSentEvent(
+                    data=block_html(message_id, update), event="block", id=str(change.offset)
+                )
+            elif update.tail:
+                yield ServerSentEvent(data=update.tail, event="token", id=str(change.offset))
+        if change.notice is not None:
+            yield ServerSentEvent(data=escape(change.notice), event="notice")
+    last = md.close()
+    if last.replace:
+        yield ServerSentEvent(data=block_html(message_id, last), event="block")
+
+
+# What the page streamed without JavaScript writes when the answer has been silent this
+# long: an HTML comment, so that nginx (and any proxy) sees the response is alive.
+LIVE_KEEPALIVE_S = 15.0
+LIVE_SLOT = "<!--parlor:live-->"
+FINAL_SLOT = "<!--parlor:final-->"
+
+
+@router.get("/chats/{chat_id}/live")
+async def live(request: Request, chat_id: UUID, conv: deps.Conversation) -> Response:
+    """The chat page for a browser without JavaScript while an answer is written: one
+    HTML response that grows as the answer does (complete Markdown blocks rendered, the
+    block being written as text) and completes when the answer does, with the finished
+    answer. No refresh: what the person types meanwhile in the message box (sent before
+    the answer, placed below it by CSS) stays. Without a running answer: the chat page."""
+    chat = await conv.load(chat_id)
+    answer = next((m for m in reversed(chat.messages) if m.running), None)
+    gen = conv.live(answer.id) if answer is not None else None
+    if answer is None or gen is None or gen.finished.is_set():
+        return redirect(request, f"/chats/{chat_id}")
+    offset = len(gen.text)
+    md, shown = MarkdownStream.resume(gen.text)
+    html = render(
+        request,
+        "chats.html",
+        {"chats": await conv.chats(), "chat": chat, "live": answer, "live_shown": shown},
+    )
+    head, rest = html.split(LIVE_SLOT, 1)
+    middle, tail = rest.split(FINAL_SLOT, 1)
+
+    async def body() -> AsyncIterator[str]:
+        yield head
+        pieces = aiter(gen.follow(offset))
+        step: asyncio.Future[FollowUpdate] | None = None
+        try:
+            while True:
+                step = asyncio.ensure_future(anext(pieces))
+                while not (await asyncio.wait({step}, timeout=LIVE_KEEPALIVE_S))[0]:
+                    yield "<!-- -->"
+                try:
+                    change = step.result()
+                except StopAsyncIteration:
+                    break
+                if change.text:
+                    yield live_html(md.feed(change.text))
+        finally:
+            if step is not None:
+                step.cancel()  # the browser went away: stop following (the answer goes on)
+        yield live_html(md.close())
+        yield middle
+        final = gen.final
+        if final is not None:
+            yield bubble(request, final)
+        yield tail
+
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    return finish(request, StreamingResponse(body(), media_type="text/html", headers=headers))
 
 
 def _stream_headers() -> dict[str, str]:
@@ -193,40 +210,33 @@ def _closing_stream(html: str) -> Response:
 
 
 @router.post("/chats/{chat_id}/messages/{message_id}/stop")
-async def stop(request: Request, chat_id: UUID, message_id: UUID, form: Form) -> Response:
-    owner = owner_of(request)
-    gen = await generations(request).stop(str(message_id), owner)
-    message = gen.final if gen is not None and gen.chat_id == str(chat_id) else None
-    if message is None:
-        # Already finished (or orphaned, which load_chat marks interrupted): show it as is.
-        message = _find(await load_chat(request, owner, chat_id), message_id)
+async def stop(
+    request: Request,
+    chat_id: UUID,
+    message_id: UUID,
+    form: deps.CheckedForm,
+    conv: deps.Conversation,
+) -> Response:
+    message = await conv.stop(chat_id, message_id)
     if not is_htmx(request):
+        draft = form_text(form, "content")
+        if draft.strip():
+            # Stop from the message box of a page streamed without JavaScript: what the
+            # person typed meanwhile comes back in the box.
+            return await chat_page(request, conv, await conv.load(chat_id), composer_text=draft)
         return redirect(request, f"/chats/{chat_id}")
     return finish(request, HTMLResponse(bubble(request, message)))
 
 
 @router.post("/chats/{chat_id}/messages/{message_id}/retry")
-async def retry(request: Request, chat_id: UUID, message_id: UUID, form: Form) -> Response:
-    owner = owner_of(request)
-    chat = await load_chat(request, owner, chat_id)
-    message = _find(chat, message_id)
-    if message["role"] != "assistant":
-        raise PageError(409, "Nothing to retry", "Only an answer can be retried.")
-    if message["status"] not in RUNNING:
-        if message["status"] == "complete":
-            raise PageError(409, "Already answered", "This answer is complete.")
-        reset: dict[str, Any] = {
-            "content": "",
-            "status": "pending",
-            "error": None,
-            "prompt_tokens": None,
-            "completion_tokens": None,
-            "ttft_ms": None,
-            "generation_ms": None,
-        }
-        message = await db(request).update_message(owner, str(message_id), **reset)
-        chat["messages"] = [message if m["id"] == message["id"] else m for m in chat["messages"]]
-        generations(request).start(owner, chat, message["id"])
+async def retry(
+    request: Request,
+    chat_id: UUID,
+    message_id: UUID,
+    form: deps.CheckedForm,
+    conv: deps.Conversation,
+) -> Response:
+    message = await conv.retry(chat_id, message_id)
     if not is_htmx(request):
-        return redirect(request, f"/chats/{chat_id}")
+        return redirect(request, f"/chats/{chat_id}/live")
     return finish(request, HTMLResponse(bubble(request, message)))

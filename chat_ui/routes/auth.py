@@ -2,31 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import replace
 
-from fastapi import APIRouter, Depends, Request
-from starlette.datastructures import FormData
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from chat_ui import deps
 from chat_ui.session import logged_in, logged_out, normalize_name
-from chat_ui.web import checked_form, form_text, page, redirect, session_of, set_session, settings
+from chat_ui.web import form_text, page, redirect, set_session
 
 router = APIRouter()
 
-Form = Annotated[FormData, Depends(checked_form)]
-
 
 @router.get("/")
-async def index(request: Request) -> Response:
-    if session_of(request).name is not None:
+async def index(request: Request, session: deps.Session) -> Response:
+    if session.name is not None:
         return redirect(request, "/chats")
     return page(request, "login.html")
 
 
+@router.get("/login")
+async def login_page(request: Request) -> Response:
+    """The login form lives at /; a bookmarked or typed /login goes there."""
+    return redirect(request, "/")
+
+
 @router.post("/login")
-async def login(request: Request, form: Form) -> Response:
+async def login(
+    request: Request,
+    form: deps.CheckedForm,
+    session: deps.Session,
+    sessions: deps.Sessions,
+    settings: deps.Settings,
+) -> Response:
     raw = form_text(form, "name")
-    limit = settings(request).max_name_chars
+    limit = settings.max_name_chars
     name = normalize_name(raw, limit)
     if name is None:
         error = (
@@ -35,13 +45,23 @@ async def login(request: Request, form: Form) -> Response:
             else "Please type a name."
         )
         return page(request, "login.html", {"error": error, "name": raw[: limit * 2]}, status=422)
-    set_session(request, logged_in(session_of(request), name))
+    owner = replace(session, name=name).owner
+    assert owner is not None
+    # Every login is a new server-side session; a login it replaces ends.
+    sid = await sessions.open(owner)
+    if session.owner is not None:
+        await sessions.close(session.owner, session.sid)
+    set_session(request, logged_in(session, name, sid))
     return redirect(request, "/chats")
 
 
 @router.post("/logout")
-async def logout(request: Request, form: Form) -> Response:
-    # The browser key stays in the cookie: logging in again with the same name finds the
-    # same chats (DESIGN "Identity").
-    set_session(request, logged_out(session_of(request)))
+async def logout(
+    request: Request, form: deps.CheckedForm, session: deps.Session, sessions: deps.Sessions
+) -> Response:
+    # Ends the login for every copy of the cookie. The browser key stays in the cookie:
+    # logging in again with the same name finds the same chats.
+    if session.owner is not None:
+        await sessions.close(session.owner, session.sid)
+    set_session(request, logged_out(session))
     return redirect(request, "/")

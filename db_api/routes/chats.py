@@ -1,11 +1,12 @@
-"""Chats and their messages, scoped by X-Owner."""
+"""Chats, their branches and new messages, scoped by X-Owner."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi.exceptions import RequestValidationError
 
 from db_api import crud
 from db_api.routes.deps import (
@@ -18,28 +19,42 @@ from db_api.routes.deps import (
     require_token,
 )
 from db_api.schemas import (
+    BranchSelect,
     ChatCreate,
     ChatOut,
     ChatUpdate,
     ChatWithMessages,
     MessageCreate,
     MessageOut,
+    TurnCreate,
+    TurnOut,
     check_limits,
 )
 
 # Deep paging is what a scraper does, not a sidebar; the bound keeps OFFSET cheap.
 MAX_OFFSET = 100_000
+# The most messages one window of a chat returns.
+MAX_WINDOW = 1000
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorOut, "description": "No such chat for this owner"}
+    404: {"model": ErrorOut, "description": "No such chat (or message in it) for this owner"}
 }
 
 router = APIRouter(
     tags=["chats"], dependencies=[Depends(require_token)], responses=COMMON_RESPONSES
 )
 
-
-def _not_found() -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, detail="chat not found")
+WindowLimit = Annotated[
+    int | None,
+    Query(
+        ge=1,
+        le=MAX_WINDOW,
+        description="Only the last N messages of the branch (or of the path above `before`)",
+    ),
+]
+WindowBefore = Annotated[
+    uuid.UUID | None,
+    Query(description="A message of this chat: return the path above it (a cursor)"),
+]
 
 
 @router.get("/chats", response_model=list[ChatOut])
@@ -61,24 +76,43 @@ def create_chat(
     body: ChatCreate, owner: OwnerDep, session: SessionDep, settings: SettingsDep
 ) -> ChatOut:
     check_limits(body, settings)
-    chat = crud.create_chat(session, owner, body.model_dump())
+    fields = body.model_dump(exclude={"params"})
+    chat = crud.create_chat(session, owner, {**fields, "params": body.params.stored()})
     return ChatOut.model_validate(chat)
 
 
-@router.get("/chats/{chat_id}", response_model=ChatWithMessages, responses=NOT_FOUND)
-def get_chat(chat_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> ChatWithMessages:
-    """The chat with its messages, oldest first."""
-    try:
-        chat, messages = crud.get_chat(session, owner, chat_id)
-    except crud.NotFound:
-        raise _not_found() from None
+def _page(page: crud.ChatPage) -> ChatWithMessages:
     return ChatWithMessages(
-        **ChatOut.model_validate(chat).model_dump(),
-        messages=[MessageOut.model_validate(m) for m in messages],
+        **ChatOut.model_validate(page.chat).model_dump(),
+        messages=[MessageOut.of(m, page.versions[m.id].ids) for m in page.messages],
+        has_earlier=page.has_earlier,
     )
 
 
-@router.patch("/chats/{chat_id}", response_model=ChatOut, responses={**NOT_FOUND, **BODY_RESPONSES})
+@router.get("/chats/{chat_id}", response_model=ChatWithMessages, responses=NOT_FOUND)
+def get_chat(
+    chat_id: uuid.UUID,
+    owner: OwnerDep,
+    session: SessionDep,
+    limit: WindowLimit = None,
+    before: WindowBefore = None,
+) -> ChatWithMessages:
+    """The chat with its current branch, oldest first: the whole path, or with `limit`
+    its last N messages; `before` pages upward from a message (has_earlier says whether
+    more lie above)."""
+    page = crud.get_chat(session, owner, chat_id, limit=limit, before=before)
+    return _page(page)
+
+
+@router.patch(
+    "/chats/{chat_id}",
+    response_model=ChatOut,
+    responses={
+        **NOT_FOUND,
+        **BODY_RESPONSES,
+        409: {"model": ErrorOut, "description": "A model title over the owner's own title"},
+    },
+)
 def update_chat(
     chat_id: uuid.UUID,
     body: ChatUpdate,
@@ -86,12 +120,13 @@ def update_chat(
     session: SessionDep,
     settings: SettingsDep,
 ) -> ChatOut:
-    """Change the fields sent (null clears one); updated_at moves when anything changed."""
+    """Change the fields sent (null clears a text field; params replaces the settings);
+    updated_at moves when anything changed."""
     check_limits(body, settings)
-    try:
-        chat = crud.update_chat(session, owner, chat_id, body.model_dump(exclude_unset=True))
-    except crud.NotFound:
-        raise _not_found() from None
+    fields = body.model_dump(exclude_unset=True, exclude={"params"})
+    if "params" in body.model_fields_set:
+        fields["params"] = body.params.stored()
+    chat = crud.update_chat(session, owner, chat_id, fields)
     return ChatOut.model_validate(chat)
 
 
@@ -103,11 +138,16 @@ def update_chat(
 )
 def delete_chat(chat_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> Response:
     """Delete the chat and all its messages."""
-    try:
-        crud.delete_chat(session, owner, chat_id)
-    except crud.NotFound:
-        raise _not_found() from None
+    crud.delete_chat(session, owner, chat_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _lease(body: MessageCreate | TurnCreate) -> crud.Lease:
+    return crud.Lease(owner=body.lease_owner, seconds=body.lease_s)
+
+
+def _parent(body: MessageCreate | TurnCreate) -> uuid.UUID | None:
+    return body.parent_id if "parent_id" in body.model_fields_set else crud.CURRENT_LEAF
 
 
 @router.post(
@@ -123,13 +163,87 @@ def add_message(
     session: SessionDep,
     settings: SettingsDep,
 ) -> MessageOut:
-    """Append a message; the chat's updated_at moves with it."""
+    """Add a message below `parent_id` (left out: the current leaf; null: a new first
+    turn). It becomes the current leaf; the chat's updated_at moves with it. A
+    regenerated answer is a pending assistant message with the old answer's parent."""
     check_limits(body, settings)
     body.check_content()
+    message, versions = crud.add_message(
+        session,
+        owner,
+        chat_id,
+        parent_id=_parent(body),
+        lease=_lease(body),
+        role=body.role,
+        content=body.content,
+        status=body.status,
+        model=body.model,
+        params=body.params.stored() if body.params is not None else None,
+    )
+    return MessageOut.of(message, versions.ids)
+
+
+@router.post(
+    "/chats/{chat_id}/turns",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TurnOut,
+    responses={**NOT_FOUND, **BODY_RESPONSES},
+)
+def add_turn(
+    chat_id: uuid.UUID,
+    body: TurnCreate,
+    owner: OwnerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> TurnOut:
+    """A question and its pending answer in one transaction: the question below
+    `parent_id` (left out: the current leaf; null: a new first turn, i.e. an edit of the
+    first question), the answer below it; the answer becomes the current leaf."""
+    check_limits(body, settings)
+    question, answer, versions = crud.add_turn(
+        session,
+        owner,
+        chat_id,
+        content=body.content,
+        parent_id=_parent(body),
+        model=body.model,
+        params=body.params.stored() if body.params is not None else None,
+        lease=_lease(body),
+    )
+    return TurnOut(
+        user=MessageOut.of(question, versions[question.id].ids),
+        assistant=MessageOut.of(answer, versions[answer.id].ids),
+    )
+
+
+@router.post(
+    "/chats/{chat_id}/current",
+    response_model=ChatWithMessages,
+    responses={**NOT_FOUND, **BODY_RESPONSES},
+)
+def select_branch(
+    chat_id: uuid.UUID,
+    body: BranchSelect,
+    owner: OwnerDep,
+    session: SessionDep,
+    limit: WindowLimit = None,
+) -> ChatWithMessages:
+    """Show another branch: the one through `message_id`, or with `version` (1-based)
+    through that sibling of it; the current leaf becomes the newest message below it.
+    Answers the chat like GET (422 for a version out of range)."""
     try:
-        message = crud.add_message(
-            session, owner, chat_id, role=body.role, content=body.content, status=body.status
-        )
-    except crud.NotFound:
-        raise _not_found() from None
-    return MessageOut.model_validate(message)
+        crud.select_branch(session, owner, chat_id, body.message_id, body.version)
+        page = crud.get_chat(session, owner, chat_id, limit=limit)
+    except crud.BadVersion as exc:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "less_than_equal",
+                    "loc": ("body", "version"),
+                    "msg": str(exc),
+                    "input": body.version,
+                    "ctx": {"le": exc.versions},
+                }
+            ]
+        ) from None
+    return _page(page)

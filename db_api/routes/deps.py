@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, WithJsonSchema
 from sqlalchemy.orm import Session
@@ -19,6 +20,40 @@ from db_api.config import Settings
 OWNER_PATTERN = r"^[\x20-\x7e]{1,128}$"
 OWNER_RE = re.compile(OWNER_PATTERN)
 _bearer = HTTPBearer(auto_error=False, description="DB_API_INTERNAL_TOKEN, when configured")
+
+
+def forbid_unknown_query(request: Request) -> None:
+    """422 for a query parameter the route does not declare (a typo would otherwise be
+    silently ignored), on every route, as the published schema says."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or not request.query_params:
+        return
+    known = _query_names(route)
+    unknown = [name for name in request.query_params if name not in known]
+    if unknown:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "extra_forbidden",
+                    "loc": ("query", name),
+                    "msg": "Unknown query parameter",
+                    "input": request.query_params[name],
+                }
+                for name in unknown
+            ]
+        )
+
+
+def _query_names(route: APIRoute) -> frozenset[str]:
+    """The query parameters the route and its dependencies declare (a walk of a few
+    nodes, only when a request has query parameters)."""
+    names: set[str] = set()
+    pending = [route.dependant]
+    while pending:
+        dependant = pending.pop()
+        names.update(param.alias for param in dependant.query_params)
+        pending.extend(dependant.dependencies)
+    return frozenset(names)
 
 
 def get_settings(request: Request) -> Settings:

@@ -1,11 +1,12 @@
-"""Updating one message (a streaming answer is written as it grows), owner-scoped
-through its chat."""
+"""One message: read, write as it streams (in revision order), continue, expire, delete.
+Owner-scoped through its chat."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, Response, status
 
 from db_api import crud
 from db_api.routes.deps import (
@@ -17,19 +18,42 @@ from db_api.routes.deps import (
     SettingsDep,
     require_token,
 )
-from db_api.schemas import MessageOut, MessageUpdate, check_limits
+from db_api.schemas import (
+    ExpireBody,
+    MessageConflict,
+    MessageOut,
+    MessageUpdate,
+    ReopenBody,
+    check_limits,
+)
 
 router = APIRouter(
     tags=["messages"], dependencies=[Depends(require_token)], responses=COMMON_RESPONSES
 )
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "No such message for this owner"}
+}
+
+
+def _conflict(description: str) -> dict[int | str, dict[str, Any]]:
+    return {409: {"model": MessageConflict, "description": description}}
+
+
+@router.get("/messages/{message_id}", response_model=MessageOut, responses=NOT_FOUND)
+def get_message(message_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> MessageOut:
+    """The message, with its place among its versions."""
+    message, versions = crud.get_message(session, owner, message_id)
+    return MessageOut.of(message, versions.ids)
 
 
 @router.patch(
     "/messages/{message_id}",
     response_model=MessageOut,
     responses={
-        404: {"model": ErrorOut, "description": "No such message for this owner"},
+        **NOT_FOUND,
         **BODY_RESPONSES,
+        **_conflict("An older revision, or a final answer sent back to pending/streaming"),
     },
 )
 def update_message(
@@ -39,12 +63,71 @@ def update_message(
     session: SessionDep,
     settings: SettingsDep,
 ) -> MessageOut:
-    """Change the fields sent; the chat's updated_at moves with it."""
+    """Change the fields sent; the chat's updated_at moves with it. With `revision`, the
+    write applies only if it is newer than the stored revision (else 409 and the stored
+    message); without, the revision moves by one, except for a write of only
+    lease_owner/lease_s/stop_requested. `lease_s` sets lease_until to now + lease_s
+    (db_api's clock), null clears it. A final status never returns to pending/streaming."""
     check_limits(body, settings)
-    try:
-        message = crud.update_message(
-            session, owner, message_id, body.model_dump(exclude_unset=True)
-        )
-    except crud.NotFound:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="message not found") from None
-    return MessageOut.model_validate(message)
+    fields = body.model_dump(exclude_unset=True, exclude={"params"})
+    if "params" in body.model_fields_set:
+        fields["params"] = body.params.stored() if body.params is not None else None
+    message, versions = crud.update_message(session, owner, message_id, fields)
+    return MessageOut.of(message, versions.ids)
+
+
+@router.delete(
+    "/messages/{message_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=NOT_FOUND,
+)
+def delete_message(message_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> Response:
+    """Delete the message and every message below it. If the current branch went with it,
+    the newest message left below its parent (else in the chat) becomes the current leaf."""
+    crud.delete_message(session, owner, message_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/messages/{message_id}/reopen",
+    response_model=MessageOut,
+    responses={
+        **NOT_FOUND,
+        **BODY_RESPONSES,
+        **_conflict("A user or system message, or an answer still running"),
+    },
+)
+def reopen_message(
+    message_id: uuid.UUID, body: ReopenBody, owner: OwnerDep, session: SessionDep
+) -> MessageOut:
+    """Set a finished answer back to pending to continue it (revision + 1): its text and
+    counts stay, its end (error, reason, finish_reason, stop_requested) is cleared."""
+    lease = crud.Lease(owner=body.lease_owner, seconds=body.lease_s)
+    message, versions = crud.reopen_message(session, owner, message_id, lease)
+    return MessageOut.of(message, versions.ids)
+
+
+@router.post(
+    "/messages/{message_id}/expire",
+    response_model=MessageOut,
+    responses={
+        **NOT_FOUND,
+        **BODY_RESPONSES,
+        **_conflict("The answer is not running, or a live lease holds it"),
+    },
+)
+def expire_message(
+    message_id: uuid.UUID,
+    body: ExpireBody,
+    owner: OwnerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> MessageOut:
+    """Mark a running (pending/streaming) answer interrupted with `reason`, only if its
+    lease is absent or expired: the check and the write are one statement."""
+    check_limits(body, settings)
+    message, versions = crud.expire_message(
+        session, owner, message_id, reason=body.reason, error=body.error
+    )
+    return MessageOut.of(message, versions.ids)

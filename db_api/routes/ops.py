@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Request, Response
@@ -16,10 +17,25 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["ops"])
 
 
+# Every route refuses unknown query parameters, these two included.
+UNKNOWN_QUERY: dict[int | str, dict[str, Any]] = {
+    422: {
+        "description": "Unknown query parameter",
+        # FastAPI's own validation error schema, which the other routes publish.
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}
+        },
+    }
+}
+
+
 @router.get(
     "/health",
     response_model=Health,
-    responses={503: {"model": Health, "description": "Database down or not migrated"}},
+    responses={
+        503: {"model": Health, "description": "Database down or not migrated"},
+        **UNKNOWN_QUERY,
+    },
 )
 def health(request: Request) -> JSONResponse:
     """200 when the database answers and its schema is at the newest migration."""
@@ -50,7 +66,7 @@ def _first_line(exc: BaseException) -> str:
     return str(original).strip().splitlines()[0] if str(original).strip() else type(exc).__name__
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, responses=UNKNOWN_QUERY)
 def metrics(request: Request) -> Response:
     """Prometheus text format."""
     return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)

@@ -25,7 +25,7 @@ from lm_api.prompt import ChatPrompter, Prompt
 
 log = logging.getLogger("lm_api")
 
-State = Literal["loading", "ready", "failed"]
+State = Literal["loading", "ready", "failed", "unloaded"]
 
 
 # --- what callers get -----------------------------------------------------------------
@@ -199,6 +199,8 @@ class Engine(abc.ABC):
         self._lock = threading.Lock()
         self._waiting = 0  # accepted, not started, not cancelled
         self._thread: threading.Thread | None = None
+        # Called from the worker thread once the model is ready or has failed to load.
+        self.on_settled: Callable[[], None] = lambda: None
 
     # hooks
 
@@ -245,10 +247,16 @@ class Engine(abc.ABC):
         self._thread.start()
 
     def close(self) -> None:
-        """Cancel what runs and what waits (their callers get a Cancelled), stop the worker."""
+        """Cancel what runs and what waits (their callers get a Cancelled), stop the worker,
+        and give the model's memory back (once the worker has returned)."""
         self._stop_serving()
         if self._thread is not None and self._state == "ready":
             self._thread.join(timeout=30)
+
+    @property
+    def waiting(self) -> int:
+        """Requests accepted and not started (read without the lock: a gauge's value)."""
+        return self._waiting
 
     def _main(self) -> None:
         s = self._settings
@@ -260,9 +268,11 @@ class Engine(abc.ABC):
         try:
             prompter = ChatPrompter(llm, s.chat_format)
         except Exception as exc:  # a bad LM_API_CHAT_FORMAT or a broken GGUF template
+            llm.close()
             self._fail(f"chat format not usable: {exc}")
             return
         if not self._open(llm):
+            llm.close()
             return
         with self._lock:
             self._llm, self._prompter = llm, prompter
@@ -274,12 +284,21 @@ class Engine(abc.ABC):
             self._layout(llm),
             prompter.source,
         )
-        self._serve()
+        self.on_settled()
+        try:
+            self._serve()
+        finally:
+            with self._lock:
+                self._llm = self._prompter = self._vocab = None
+                self._state, self._detail = "unloaded", "unloaded"
+            llm.close()  # the weights and the loader's context go now, not at some GC
+            log.info("lm_api: model %s unloaded", s.model_path)
 
     def _fail(self, detail: str) -> None:
         with self._lock:
             self._state, self._detail = "failed", detail
         log.error("lm_api: %s", detail)
+        self.on_settled()
 
     def status(self) -> EngineStatus:
         with self._lock:
@@ -294,6 +313,25 @@ class Engine(abc.ABC):
 
     # requests
 
+    def _ready(self) -> tuple[llama_cpp.Llama, ChatPrompter, int]:
+        """The model, its prompter and one sequence's context (raises NotReady)."""
+        with self._lock:
+            if self._state != "ready" or self._prompter is None or self._llm is None:
+                raise NotReady(self._detail)
+            return self._llm, self._prompter, self._n_ctx()
+
+    def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
+        """The model's tokens for `text`, special tokens parsed (raises NotReady, ValueError).
+
+        `add_special` adds BOS when the model wants one, as llama-server's /tokenize does.
+        """
+        llm = self._ready()[0]
+        return list(llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=True))
+
+    def build_prompt(self, messages: list[dict[str, Any]]) -> Prompt:
+        """The prompt a completion of `messages` reads (raises NotReady, ValueError)."""
+        return self._ready()[1].build(messages)
+
     def prepare(
         self,
         messages: list[dict[str, Any]],
@@ -304,10 +342,9 @@ class Engine(abc.ABC):
     ) -> GenerationRequest:
         """Format and tokenize (raises NotReady, InvalidParam, ValueError,
         ContextLengthExceeded)."""
+        _, prompter, n_ctx = self._ready()
         with self._lock:
-            if self._state != "ready" or self._prompter is None or self._llm is None:
-                raise NotReady(self._detail)
-            prompter, n_ctx, vocab = self._prompter, self._n_ctx(), self._vocab
+            vocab = self._vocab
         try:
             sampling.check(int(llama_cpp.llama_vocab_n_tokens(vocab)))
         except ValueError as exc:

@@ -29,8 +29,8 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, Path]:
 
 
 def _part(out: Path, number: int) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((out / "results" / f"part{number}.json").read_text())
-    return data
+    part: dict[str, Any] = json.loads((out / "results" / f"part{number}.json").read_text())
+    return part
 
 
 def _column(table: dict[str, Any], name: str) -> list[str]:

@@ -104,7 +104,8 @@ class Browser:
         """SSE events of `url`, parsed as a browser's EventSource would, until it closes."""
         with self.client.stream("GET", url, headers=headers) as resp:
             assert resp.status_code == 200, resp.read()
-            event, data, last_id = "message", [], None
+            event, last_id = "message", None
+            data: list[str] = []
             for line in resp.iter_lines():
                 if line == "":
                     if data:
@@ -122,32 +123,78 @@ class Browser:
                 elif field == "id":
                     last_id = value
 
-    def follow(self, chat_id: str, message_id: str, after: int = 0) -> tuple[str, Event]:
-        """The streamed text (unescaped) and the final `done` event."""
-        text = ""
+    def follow(self, chat_id: str, message_id: str, after: int = 0) -> tuple[Shown, Event]:
+        """The answer as the page showed it just before the final `done` event, and that."""
+        shown = Shown()
         url = f"/chats/{chat_id}/messages/{message_id}/stream?after={after}"
         for ev in self.events(url):
-            if ev.event == "token":
-                text += html.unescape(ev.data)
-            elif ev.event == "done":
-                return text, ev
+            if ev.event == "done":
+                return shown, ev
+            shown.apply(ev)
         raise AssertionError("stream closed without a done event")
 
     def follow_live(
         self, chat_id: str, message_id: str, release: Callable[[], None]
-    ) -> tuple[str, Event]:
+    ) -> tuple[Shown, Event]:
         """Follow an answer held after its first token: `release` it once the stream
-        has replayed that token, so the rest arrives live."""
-        text = ""
+        has shown that token, so the rest arrives live."""
+        shown = Shown()
         url = f"/chats/{chat_id}/messages/{message_id}/stream"
         for ev in self.events(url):
-            if ev.event == "token":
-                if not text:
-                    release()
-                text += html.unescape(ev.data)
-            elif ev.event == "done":
-                return text, ev
+            if ev.event == "done":
+                return shown, ev
+            shown.apply(ev)
+            if ev.event == "token" and len(shown.events) == 2:
+                release()
         raise AssertionError("stream closed without a done event")
+
+
+class Shown:
+    """An answer's body as a page shows it while it streams, from the `sync`, `token` and
+    `block` events applied as htmx applies them (see _message.html)."""
+
+    SYNC = re.compile(r'<div class="md-tail" id="tail-[0-9a-f-]+">(.*)</div>\Z', re.S)
+    OOB = re.compile(r'<div id="tail-[0-9a-f-]+" hx-swap-oob="innerHTML">(.*)</div>\Z', re.S)
+
+    def __init__(self) -> None:
+        self.blocks = ""  # rendered Markdown blocks
+        self.tail = ""  # escaped text of the block being written
+        self.events: list[Event] = []
+
+    def apply(self, ev: Event) -> None:
+        self.events.append(ev)
+        if ev.event == "sync":
+            match = self.SYNC.search(ev.data)
+            assert match, ev.data
+            self.blocks, self.tail = ev.data[: match.start()], match.group(1)
+        elif ev.event == "token":
+            self.tail += ev.data
+        elif ev.event == "block":
+            match = self.OOB.search(ev.data)
+            assert match, ev.data
+            self.blocks += ev.data[: match.start()]
+            self.tail = match.group(1)
+
+    @property
+    def html(self) -> str:
+        return self.blocks + self.tail
+
+    @property
+    def text(self) -> str:
+        """What a person reads: the blocks' text, then the tail's."""
+        return html.unescape(re.sub(r"<[^>]*>", "", self.blocks)) + html.unescape(self.tail)
+
+
+BODY = re.compile(
+    r'<div class="msg-body md">(.*?)</div>\s*(?:<p class="msg-|<div class="msg-footer)', re.S
+)
+
+
+def final_body(done: Event) -> str:
+    """The rendered body in a `done` bubble."""
+    match = BODY.search(done.data)
+    assert match, done.data
+    return match.group(1)
 
 
 @pytest.fixture
@@ -160,6 +207,7 @@ def fake_lm() -> Iterator[FakeLm]:
     lm = FakeLm()
     yield lm
     lm.release()  # never leave a held stream (and its waiting thread) behind
+    lm.release_again()
 
 
 @pytest.fixture
@@ -180,6 +228,7 @@ def make_ui(fake_db: FakeDb, fake_lm: FakeLm) -> Iterator[Callable[..., LiveServ
 
     yield make
     fake_lm.release()
+    fake_lm.release_again()
     for server in servers:
         server.stop()
 

@@ -12,26 +12,62 @@ import asyncio
 import json
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 
-STATUSES = {"complete", "pending", "streaming", "interrupted", "error"}
+from chat_ui.contracts import Message, Status
+
+STATUSES = set(get_args(Status))
+RUNNING = {"pending", "streaming"}
+FINAL = STATUSES - RUNNING
+
+
+def _unstorable(value: object) -> bool:
+    """What db_api refuses (422): NUL, or a lone surrogate."""
+    if not isinstance(value, str):
+        return False
+    if "\x00" in value:
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 class FakeDb:
+    """db_api's round-2 contract, in memory: chats, turns, message writes ordered by
+    revision (409 for an older one, or for a final answer set running again), reopen,
+    expire, sessions."""
+
     def __init__(self, token: str = "") -> None:
         self.token = token
         self.chats: dict[str, dict[str, Any]] = {}
         self.messages: dict[str, dict[str, Any]] = {}
+        self.sessions: dict[str, str] = {}  # id -> owner
         self.down = False
+        # Partial writes (status streaming) reach the store only once a final write has,
+        # whatever happens to the request that carried them (as on a slow network).
+        self.partials_after_final = False
+        self.waiting_partials = 0
+        self._final_landed: asyncio.Event | None = None
+        # Calls made while down (method, path).
+        self.failed: list[tuple[str, str]] = []
         self.patches: list[tuple[str, dict[str, Any]]] = []
+        self.refused: list[tuple[str, dict[str, Any]]] = []  # 409s
+        self.calls: list[tuple[str, str]] = []
         self._clock = datetime(2026, 1, 1, tzinfo=UTC)
         self._lock = threading.Lock()
 
     def transport(self) -> httpx.MockTransport:
+        """For chat_ui (async)."""
+        return httpx.MockTransport(self.handle_async)
+
+    def sync_transport(self) -> httpx.MockTransport:
+        """For a test seeding data with a plain httpx.Client."""
         return httpx.MockTransport(self.handle)
 
     def _now(self) -> str:
@@ -48,9 +84,59 @@ class FakeDb:
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         if self.down:
+            self.failed.append((request.method, request.url.path))
             raise httpx.ConnectError("db_api is down", request=request)
         with self._lock:
+            self.calls.append((request.method, request.url.path))
             return self._route(request)
+
+    async def handle_async(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else {}
+        if self._final_landed is None:
+            self._final_landed = asyncio.Event()
+        if request.method == "PATCH" and body.get("status") in FINAL:
+            response = self.handle(request)
+            if response.status_code == 200:
+                self._final_landed.set()
+            return response
+        if self.partials_after_final and body.get("status") == "streaming":
+            late = asyncio.ensure_future(self._late(request, self._final_landed))
+            return await asyncio.shield(late)
+        return self.handle(request)
+
+    async def _late(self, request: httpx.Request, final: asyncio.Event) -> httpx.Response:
+        self.waiting_partials += 1
+        await final.wait()
+        return self.handle(request)
+
+    def _new_message(
+        self, chat: dict[str, Any], role: str, content: str, status: str, parent: str | None
+    ) -> dict[str, Any]:
+        now = self._now()
+        # Every other field takes the contract's default (null counts and timings).
+        msg = Message(
+            id=uuid.uuid4(),
+            chat_id=chat["id"],
+            role=role,  # type: ignore[arg-type]
+            content=content,
+            status=status,  # type: ignore[arg-type]
+            parent_id=uuid.UUID(parent) if parent else None,
+            created_at=now,
+            updated_at=now,
+        ).model_dump(mode="json", exclude={"unsaved"})
+        self.messages[msg["id"]] = msg
+        chat["updated_at"] = now
+        chat["current_leaf_id"] = msg["id"]
+        return msg
+
+    def _message_of(self, owner: str, message_id: str) -> dict[str, Any] | None:
+        msg = self.messages.get(message_id)
+        if msg is None or self.chats[msg["chat_id"]]["owner"] != owner:
+            return None
+        return msg
+
+    def _conflict(self, msg: dict[str, Any], detail: str) -> httpx.Response:
+        return httpx.Response(409, json={"detail": detail, "message": msg})
 
     def _route(self, request: httpx.Request) -> httpx.Response:
         path, method = request.url.path, request.method
@@ -62,7 +148,11 @@ class FakeDb:
         if not owner:
             return httpx.Response(422, json={"detail": "X-Owner header required"})
         body = json.loads(request.content) if request.content else {}
+        if any(_unstorable(v) for v in body.values()):
+            return httpx.Response(422, json={"detail": "text must not contain NUL"})
         parts = path.strip("/").split("/")
+        if parts[0] == "sessions":
+            return self._sessions(owner, method, parts)
         if parts == ["chats"] and method == "GET":
             mine = [c for c in self.chats.values() if c["owner"] == owner]
             mine.sort(key=lambda c: c["updated_at"], reverse=True)
@@ -75,15 +165,17 @@ class FakeDb:
                 "title": body.get("title"),
                 "system_prompt": body.get("system_prompt"),
                 "model": body.get("model"),
+                "current_leaf_id": None,
                 "created_at": now,
                 "updated_at": now,
             }
             self.chats[chat["id"]] = chat
             return httpx.Response(201, json=self._chat_json(chat))
         if parts[0] == "chats" and len(parts) >= 2:
-            chat = self.chats.get(parts[1])
-            if chat is None or chat["owner"] != owner:
+            found = self.chats.get(parts[1])
+            if found is None or found["owner"] != owner:
                 return httpx.Response(404, json={"detail": "chat not found"})
+            chat = found
             if len(parts) == 2 and method == "GET":
                 return httpx.Response(200, json=self._chat_json(chat, with_messages=True))
             if len(parts) == 2 and method == "PATCH":
@@ -97,6 +189,14 @@ class FakeDb:
                 for mid in [m for m, v in self.messages.items() if v["chat_id"] == chat["id"]]:
                     del self.messages[mid]
                 return httpx.Response(204)
+            if parts[2:] == ["turns"] and method == "POST":
+                if not str(body.get("content", "")).strip():
+                    return httpx.Response(422, json={"detail": "content must not be empty"})
+                user = self._new_message(
+                    chat, "user", body["content"], "complete", chat["current_leaf_id"]
+                )
+                answer = self._new_message(chat, "assistant", "", "pending", user["id"])
+                return httpx.Response(201, json={"user": user, "assistant": answer})
             if parts[2:] == ["messages"] and method == "POST":
                 status = body.get("status", "complete")
                 if body.get("role") not in ("user", "assistant", "system") or (
@@ -107,38 +207,72 @@ class FakeDb:
                     body["role"] == "assistant" and status == "pending"
                 ):
                     return httpx.Response(422, json={"detail": "content must not be empty"})
-                now = self._now()
-                msg = {
-                    "id": str(uuid.uuid4()),
-                    "chat_id": chat["id"],
-                    "role": body["role"],
-                    "content": body.get("content", ""),
-                    "status": status,
-                    "error": None,
-                    "prompt_tokens": None,
-                    "completion_tokens": None,
-                    "ttft_ms": None,
-                    "generation_ms": None,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                self.messages[msg["id"]] = msg
-                chat["updated_at"] = now
+                msg = self._new_message(
+                    chat, body["role"], body.get("content", ""), status, chat["current_leaf_id"]
+                )
                 return httpx.Response(201, json=msg)
-        if parts[0] == "messages" and len(parts) == 2 and method == "PATCH":
-            msg = self.messages.get(parts[1])
-            if msg is None or self.chats[msg["chat_id"]]["owner"] != owner:
+        if parts[0] == "messages" and len(parts) >= 2:
+            found_msg = self._message_of(owner, parts[1])
+            if found_msg is None:
                 return httpx.Response(404, json={"detail": "message not found"})
-            if "status" in body and body["status"] not in STATUSES:
-                return httpx.Response(422, json={"detail": "bad status"})
-            self.patches.append((msg["id"], dict(body)))
-            msg.update(body)
-            msg["updated_at"] = self._now()
-            return httpx.Response(200, json=msg)
+            msg = found_msg
+            if len(parts) == 2 and method == "GET":
+                return httpx.Response(200, json=msg)
+            if len(parts) == 2 and method == "PATCH":
+                return self._patch(msg, body)
+            if parts[2:] == ["reopen"] and method == "POST":
+                if msg["role"] != "assistant" or msg["status"] in RUNNING:
+                    return self._conflict(msg, "not a finished answer")
+                msg.update(status="pending", revision=msg["revision"] + 1)
+                return httpx.Response(200, json=msg)
+            if parts[2:] == ["expire"] and method == "POST":
+                if msg["status"] not in RUNNING:
+                    return self._conflict(msg, "not running")
+                msg.update(
+                    status="interrupted",
+                    reason=body["reason"],
+                    error=body.get("error"),
+                    revision=msg["revision"] + 1,
+                )
+                return httpx.Response(200, json=msg)
         return httpx.Response(404, json={"detail": "Not Found"})
+
+    def _patch(self, msg: dict[str, Any], body: dict[str, Any]) -> httpx.Response:
+        if "status" in body and body["status"] not in STATUSES:
+            return httpx.Response(422, json={"detail": "bad status"})
+        revision = body.pop("revision", None)
+        if revision is not None and revision <= msg["revision"]:
+            self.refused.append((msg["id"], dict(body, revision=revision)))
+            return self._conflict(msg, "an older write")
+        if msg["status"] in FINAL and body.get("status") in RUNNING:
+            self.refused.append((msg["id"], dict(body, revision=revision)))
+            return self._conflict(msg, "a final answer cannot run again")
+        self.patches.append((msg["id"], dict(body, revision=revision)))
+        msg.update(body)
+        msg["revision"] = revision if revision is not None else msg["revision"] + 1
+        msg["updated_at"] = self._now()
+        return httpx.Response(200, json=msg)
+
+    def _sessions(self, owner: str, method: str, parts: list[str]) -> httpx.Response:
+        if parts == ["sessions"] and method == "POST":
+            sid = str(uuid.uuid4())
+            self.sessions[sid] = owner
+            return httpx.Response(201, json={"id": sid})
+        if len(parts) == 2 and self.sessions.get(parts[1]) == owner:
+            if method == "GET":
+                return httpx.Response(200, json={"id": parts[1]})
+            if method == "DELETE":
+                del self.sessions[parts[1]]
+                return httpx.Response(204)
+        return httpx.Response(404, json={"detail": "no such session"})
 
     def owners(self) -> set[str]:
         return {c["owner"] for c in self.chats.values()}
+
+
+def dense_tokens(messages: list[dict[str, str]]) -> int:
+    """A tokenizer for text that is one token per character (like 'xxxx...')."""
+    return sum(len(m["content"]) + 4 for m in messages)
 
 
 class FakeLm:
@@ -158,9 +292,27 @@ class FakeLm:
         self.refusals: list[tuple[int, str, str]] = []
         self.requests: list[dict[str, Any]] = []
         self.held = threading.Event()  # set once the stream is waiting at hold_after
+        # A second hold, later in the same stream (released by release_again()).
+        self.hold_again_after: int | None = None
+        self.held_again = threading.Event()
+        self._release_again = threading.Event()
+        # Every request's X-Chat-Id header (None when absent), in order.
+        self.chat_ids: list[str | None] = []
+        # POST /tokenize: absent (404) unless set; then each prompt counts this many tokens.
+        self.tokenizer: Callable[[list[dict[str, str]]], int] | None = None
+        self.tokenized: list[list[dict[str, str]]] = []
+        # Stop sending after this many tokens, as a stalled server whose silence ran
+        # out chat_ui's read timeout would.
+        self.stall_after: int | None = None
+        self.read_timeouts: list[float | None] = []
+        # Refuse prompts longer than n_ctx (counted as `tokenizer`, or 1 token per char).
+        self.enforce_context = False
 
     def release(self) -> None:
         self._release.set()
+
+    def release_again(self) -> None:
+        self._release_again.set()
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
@@ -169,6 +321,14 @@ class FakeLm:
         if self.down:
             raise httpx.ConnectError("lm_api is down", request=request)
         path = request.url.path
+        if not path.endswith("/models") or "x-chat-id" in request.headers:
+            # What an answer asks (health checks of chat_ui itself name no chat).
+            self.chat_ids.append(request.headers.get("x-chat-id"))
+        if path == "/tokenize" and self.tokenizer is not None:
+            messages = json.loads(request.content)["messages"]
+            self.tokenized.append(messages)
+            count = self.tokenizer(messages)
+            return httpx.Response(200, json={"tokens": list(range(count)), "count": count})
         if path.endswith("/models"):
             meta = {"n_ctx": self.n_ctx} if self.n_ctx else {}
             return httpx.Response(
@@ -183,6 +343,13 @@ class FakeLm:
         if path.endswith("/chat/completions"):
             body = json.loads(request.content)
             self.requests.append(body)
+            self.read_timeouts.append(request.extensions.get("timeout", {}).get("read"))
+            if self.enforce_context and self.n_ctx is not None:
+                count = (self.tokenizer or dense_tokens)(body["messages"])
+                if count + body["max_tokens"] > self.n_ctx:
+                    self.refusals.insert(
+                        0, (400, "context_length_exceeded", f"{count} tokens is too many")
+                    )
             if self.refusals:
                 status, code, message = self.refusals.pop(0)
                 return httpx.Response(
@@ -216,6 +383,11 @@ class FakeLm:
             if self.hold_after is not None and i == self.hold_after:
                 self.held.set()
                 await asyncio.to_thread(self._release.wait)
+            if self.hold_again_after is not None and i == self.hold_again_after:
+                self.held_again.set()
+                await asyncio.to_thread(self._release_again.wait)
+            if self.stall_after is not None and i == self.stall_after:
+                raise httpx.ReadTimeout("the model server went silent")
             if self.fail_after is not None and i == self.fail_after:
                 yield b'data: {"error": {"message": "the model crashed", "code": "internal"}}\n\n'
                 return

@@ -17,25 +17,6 @@ def ada(browser: Browser) -> Browser:
     return browser
 
 
-def test_no_js_send_redirects_and_refreshes_until_complete(ada: Browser, fake_lm: FakeLm) -> None:
-    fake_lm.hold_after = 2
-    page = ada.get("/chats")
-    assert 'class="empty-state"' in page.text
-    chat = ada.new_chat()
-    resp = ada.send(chat, "Hello?")
-    assert resp.status_code == 303 and resp.headers["location"] == f"/chats/{chat}"
-    assert fake_lm.held.wait(timeout=10)
-    page = ada.get(f"/chats/{chat}").text
-    assert '<noscript><meta http-equiv="refresh" content="2"></noscript>' in page
-    assert 'data-status="pending"' in page or 'data-status="streaming"' in page
-    assert "Hello?" in page
-    fake_lm.release()
-    ada.follow(chat, message_ids(page)[0])
-    page = ada.get(f"/chats/{chat}").text
-    assert "http-equiv" not in page
-    assert "<p>Hello, world!</p>" in page
-
-
 def test_new_chats_are_listed_most_recent_first_with_title_and_age(ada: Browser) -> None:
     first = ada.new_chat()
     ada.send(first, "first question")
@@ -114,8 +95,8 @@ def test_history_is_sent_in_order(ada: Browser, fake_lm: FakeLm) -> None:
 
 
 def test_logout_and_login_forms_work_without_js(browser: Browser) -> None:
-    page = browser.get("/")
-    assert '<form id="login-form" class="login-form" method="post" action="/login">' in page.text
+    login_page = browser.get("/").text
+    assert '<form id="login-form" class="login-form" method="post" action="/login">' in login_page
     browser.login("Ada")
     page = browser.get("/chats").text
     assert 'id="logout-form"' in page and 'id="new-chat"' in page
@@ -185,7 +166,7 @@ def test_static_files_are_served(browser: Browser) -> None:
     for name in [
         "htmx-2.0.11.min.js",
         "htmx-ext-sse-2.2.4.js",
-        "composer.js",
+        "parlor.js",
         "parlor.css",
         "pygments.css",
     ]:
@@ -199,7 +180,7 @@ def _seed_history(fake_db: FakeDb, chat: str, pairs: int, size: int) -> None:
     import httpx
 
     owner = fake_db.chats[chat]["owner"]
-    client = httpx.Client(transport=fake_db.transport(), base_url="http://db")
+    client = httpx.Client(transport=fake_db.sync_transport(), base_url="http://db")
     for i in range(pairs):
         for role in ("user", "assistant"):
             client.post(
@@ -268,12 +249,26 @@ def test_context_exceeded_retries_once_with_less_history(
     assert second["messages"][-1]["content"] == "q"
 
 
-def test_context_exceeded_twice_is_a_readable_error(
+def test_context_exceeded_to_the_end_is_a_readable_error(
     ada: Browser, fake_lm: FakeLm, fake_db: FakeDb
 ) -> None:
+    """Refused every time: older turns are dropped at each try, down to the question
+    alone (never the same prompt twice), then the error says why."""
     chat = ada.new_chat()
-    fake_lm.refusals = [(400, "context_length_exceeded", "prompt too long")] * 2
+    _seed_history(fake_db, chat, pairs=10, size=3000)
+    fake_lm.refusals = [(400, "context_length_exceeded", "prompt too long")] * 50
     ada.send(chat, "q")
-    _, done = ada.follow(chat, message_ids(ada.get(f"/chats/{chat}").text)[-1])
+    mid = message_ids(ada.get(f"/chats/{chat}").text)[-1]
+    _, done = ada.follow(chat, mid)
     assert 'data-status="error"' in done.data and "prompt too long" in done.data
-    assert len(fake_lm.requests) == 2
+    assert fake_db.messages[mid]["reason"] == "context_exceeded"
+    sizes = [len(r["messages"]) for r in fake_lm.requests]
+    assert len(sizes) >= 2 and sizes == sorted(set(sizes), reverse=True)
+    assert fake_lm.requests[-1]["messages"][1:] == [{"role": "user", "content": "q"}]
+    # With nothing left to drop, the question alone is asked once.
+    fake_lm.requests.clear()
+    fake_lm.refusals = [(400, "context_length_exceeded", "prompt too long")] * 2
+    lone = ada.new_chat()
+    ada.send(lone, "q")
+    _, done = ada.follow(lone, message_ids(ada.get(f"/chats/{lone}").text)[-1])
+    assert 'data-status="error"' in done.data and len(fake_lm.requests) == 1

@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from tests.chat_ui.conftest import Browser, message_ids
+from tests.chat_ui.conftest import Browser, LiveServer, final_body, message_ids
 from tests.chat_ui.fakes import FakeDb, FakeLm
 
 XSS = [
@@ -170,8 +170,11 @@ def test_xss_in_model_output_is_sanitized(browser: Browser, fake_lm: FakeLm) -> 
     chat = browser.new_chat()
     browser.send(chat, "say something nasty")
     mid = message_ids(browser.get(f"/chats/{chat}").text)[0]
-    text, done = browser.follow_live(chat, mid, fake_lm.release)
-    assert text == MODEL_XSS  # the tokens carried it, escaped
+    shown, done = browser.follow_live(chat, mid, fake_lm.release)
+    # Every event (text and rendered blocks alike) carried it inert.
+    for ev in shown.events:
+        assert_no_active_content(ev.data)
+    assert "<script>" in shown.text and shown.blocks == final_body(done)
     assert_no_active_content(done.data)
     assert "&lt;script&gt;" in done.data  # shown as text, in the code block too
     page = browser.get(f"/chats/{chat}").text
@@ -209,14 +212,18 @@ def test_security_headers_and_no_inline_script(ada: Browser) -> None:
         assert " style=" not in resp.text
 
 
-def test_oversized_body_is_413(ada: Browser, fake_db: FakeDb) -> None:
+def test_oversized_body_is_413(ui: LiveServer, ada: Browser, fake_db: FakeDb) -> None:
+    limit = ui.app.state.settings.body_limit
     chat = ada.new_chat()
-    resp = ada.send(chat, "x" * 600_000)
+    resp = ada.post(f"/chats/{chat}/rename", {"title": "x" * limit})
     assert resp.status_code == 413
     assert "too large" in resp.text
-    fragment = ada.send(chat, "x" * 600_000, htmx=True)
+    fragment = ada.post(f"/chats/{chat}/rename", {"title": "x" * limit}, htmx=True)
     assert fragment.status_code == 413 and fragment.headers["hx-retarget"] == "#flash"
+    # A message is read further, to give its text back, but not without end.
+    assert ada.send(chat, "x" * limit * 5).status_code == 413
     assert fake_db.messages == {}
+    assert fake_db.chats[chat]["title"] is None
 
 
 def test_message_over_the_character_limit_keeps_the_text(ada: Browser) -> None:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable
 
 import pytest
 
-from tests.chat_ui.conftest import Browser, LiveServer, eventually, message_ids
+from tests.chat_ui.conftest import (
+    Browser,
+    LiveServer,
+    Shown,
+    eventually,
+    final_body,
+    message_ids,
+)
 from tests.chat_ui.fakes import FakeDb, FakeLm
 
 FULL = "Hello, world!"
@@ -51,13 +57,41 @@ def test_send_stores_the_user_message_first_and_answers(
 def test_stream_replays_then_follows(ada: Browser, fake_lm: FakeLm) -> None:
     chat, mid = start(ada, fake_lm)
     events = ada.events(f"/chats/{chat}/messages/{mid}/stream")
-    first = next(events)
-    assert (first.event, html.unescape(first.data), first.id) == ("token", "Hello, ", "7")
+    shown = Shown()
+    shown.apply(next(events))  # the body as shown so far: nothing yet
+    assert shown.events[0].event == "sync" and shown.html == ""
+    shown.apply(next(events))
+    assert (shown.events[1].event, shown.tail, shown.events[1].id) == ("token", "Hello, ", "7")
     fake_lm.release()
     rest = list(events)
-    text = html.unescape("".join(e.data for e in rest if e.event == "token"))
-    assert first.data + text == FULL
+    for ev in rest[:-1]:
+        shown.apply(ev)
     assert rest[-1].event == "done"
+    assert shown.text.strip() == FULL
+    # The last block came rendered before `done`, which changes nothing visible.
+    assert shown.tail == "" and shown.blocks == final_body(rest[-1]) == "<p>Hello, world!</p>\n"
+
+
+def test_markdown_blocks_arrive_rendered_while_the_answer_streams(
+    ada: Browser, fake_lm: FakeLm
+) -> None:
+    fake_lm.tokens = ["Some **bold**", " text.\n\n", "```py\nx = 1\n", "```\n", "\nThe end."]
+    chat, mid = start(ada, fake_lm, hold_after=4)
+    events = ada.events(f"/chats/{chat}/messages/{mid}/stream")
+    shown = Shown()
+    while not shown.events or "code-block" not in shown.blocks:
+        shown.apply(next(events))
+    # Held before the last token: the paragraph and the code block are already rendered.
+    assert shown.blocks.startswith("<p>Some <strong>bold</strong> text.</p>")
+    assert '<span class="code-lang">py</span>' in shown.blocks and shown.tail == ""
+    assert all(ev.event != "done" for ev in shown.events)
+    fake_lm.release()
+    rest = list(events)
+    for ev in rest[:-1]:
+        shown.apply(ev)
+    assert shown.blocks == final_body(rest[-1])
+    sent = "".join(ev.data for ev in shown.events if ev.event == "block")
+    assert sent.count('<div class="code-block">') == 1 and sent.count("<p>") == 2  # once each
 
 
 def test_two_listeners_one_joining_mid_stream_see_the_text_once(
@@ -76,7 +110,10 @@ def test_two_listeners_one_joining_mid_stream_see_the_text_once(
     seen_first += list(first)
     seen_second += list(second)
     for seen in (seen_first, seen_second):
-        assert html.unescape("".join(e.data for e in seen if e.event == "token")) == FULL
+        shown = Shown()
+        for ev in seen[:-1]:
+            shown.apply(ev)
+        assert shown.text.strip() == FULL and shown.blocks == final_body(seen[-1])
         assert [e.event for e in seen].count("done") == 1
     assert len(fake_lm.requests) == 1  # one generation, however many listeners
 
@@ -91,14 +128,11 @@ def test_reload_before_any_flush_replays_everything(
         b.login("Ada")
         chat, mid = start(b, fake_lm)
         page = b.get(f"/chats/{chat}").text
-        assert 'sse-swap="token" hx-swap="beforeend"></div>' in page
+        assert f'<div class="md-tail" id="tail-{mid}"></div>' in page
         assert f"/chats/{chat}/messages/{mid}/stream?after=0" in page
-        assert '<noscript><meta http-equiv="refresh" content="2"></noscript>' in page
-        events = b.events(f"/chats/{chat}/messages/{mid}/stream?after=0")
-        first = next(events)
-        fake_lm.release()
-        streamed = "".join(e.data for e in [first, *events] if e.event == "token")
-        assert html.unescape(streamed) == FULL
+        assert "http-equiv" not in page  # no refreshing
+        shown, done = b.follow_live(chat, mid, fake_lm.release)
+        assert shown.text.strip() == FULL and shown.blocks == final_body(done)
     finally:
         b.close()
 
@@ -106,16 +140,42 @@ def test_reload_before_any_flush_replays_everything(
 def test_last_event_id_resumes_after_a_dropped_connection(ada: Browser, fake_lm: FakeLm) -> None:
     chat, mid = start(ada, fake_lm)
     url = f"/chats/{chat}/messages/{mid}/stream"
-    first = next(ada.events(url))  # then the connection drops
+    events = ada.events(url)
+    assert next(events).event == "sync"
+    first = next(events)  # then the connection drops
     assert first.id == "7"
     # Say the browser had only got the first 5 characters when it dropped: EventSource
-    # reconnects with Last-Event-ID, which wins over the page's ?after=.
+    # reconnects with Last-Event-ID, which wins over the page's ?after=, and the stream
+    # first puts the body back as it was at that point.
     resumed = ada.events(url + "?after=0", headers={"Last-Event-ID": "5"})
-    again = next(resumed)
-    assert (html.unescape(again.data), again.id) == (", ", "7")
+    shown = Shown()
+    shown.apply(next(resumed))
+    assert (shown.events[0].event, shown.html) == ("sync", "Hello")
+    shown.apply(next(resumed))
+    assert (shown.events[1].data, shown.events[1].id) == (", ", "7")
     fake_lm.release()
-    text = html.unescape("".join(e.data for e in resumed if e.event == "token"))
-    assert "Hello" + ", " + text == FULL
+    for ev in resumed:
+        if ev.event != "done":
+            shown.apply(ev)
+    assert shown.text.strip() == FULL
+
+
+def test_a_reconnect_that_replays_text_shown_already_does_not_double_it(
+    ada: Browser, fake_lm: FakeLm
+) -> None:
+    # htmx reconnects with a new EventSource: the page's ?after=0, no Last-Event-ID.
+    chat, mid = start(ada, fake_lm)
+    url = f"/chats/{chat}/messages/{mid}/stream?after=0"
+    shown = Shown()
+    events = ada.events(url)
+    shown.apply(next(events))
+    shown.apply(next(events))
+    assert shown.html == "Hello, "
+    again = ada.events(url)
+    shown.apply(next(again))  # sync: the body from the start
+    shown.apply(next(again))
+    assert shown.html == "Hello, "
+    fake_lm.release()
 
 
 def test_finished_answer_says_done_at_once_and_never_regenerates(
@@ -144,7 +204,7 @@ def test_flushes_partial_text_while_streaming(
         eventually(lambda: fake_db.messages[mid]["content"] == "Hello, ")
         assert fake_db.messages[mid]["status"] == "streaming"
         page = b.get(f"/chats/{chat}").text
-        assert 'sse-swap="token" hx-swap="beforeend">Hello, </div>' in page
+        assert f'<div class="md-tail" id="tail-{mid}">Hello, </div>' in page
         assert "stream?after=7" in page
         fake_lm.release()
         b.follow(chat, mid)
@@ -224,7 +284,7 @@ def test_orphaned_pending_answer_is_marked_interrupted(
     fake_db.chats[chat]["owner"] = owner
     import httpx
 
-    client = httpx.Client(transport=fake_db.transport(), base_url="http://db")
+    client = httpx.Client(transport=fake_db.sync_transport(), base_url="http://db")
     client.post(
         f"/chats/{chat}/messages", headers={"X-Owner": owner}, json={"role": "user", "content": "q"}
     )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import uuid
 from datetime import UTC, datetime, timedelta
 
-from chat_ui.generation import estimate_tokens, fit_history, history_before
+from chat_ui.contracts import Chat, Message, Role, Status
+from chat_ui.conversation import title_from
+from chat_ui.prompt import estimate_tokens, fit_history, history_before
 from chat_ui.render import age, markdown_html
-from chat_ui.routes.answers import title_from
 from chat_ui.session import new_session, normalize_name
 from tests.chat_ui.test_safety import assert_no_active_content
 
@@ -77,17 +79,24 @@ def test_fit_history_always_keeps_the_latest_turn() -> None:
 
 
 def test_history_skips_failed_and_pending_answers() -> None:
-    chat = {
-        "messages": [
-            {"id": "1", "role": "user", "content": "a", "status": "complete"},
-            {"id": "2", "role": "assistant", "content": "", "status": "error"},
-            {"id": "3", "role": "user", "content": "b", "status": "complete"},
-            {"id": "4", "role": "assistant", "content": "partial", "status": "interrupted"},
-            {"id": "5", "role": "user", "content": "c", "status": "complete"},
-            {"id": "6", "role": "assistant", "content": "", "status": "pending"},
-        ]
-    }
-    assert history_before(chat, "6") == [
+    chat_id = uuid.uuid4()
+    ids = [uuid.uuid4() for _ in range(6)]
+    rows: list[tuple[Role, str, Status]] = [
+        ("user", "a", "complete"),
+        ("assistant", "", "error"),
+        ("user", "b", "complete"),
+        ("assistant", "partial", "interrupted"),
+        ("user", "c", "complete"),
+        ("assistant", "", "pending"),
+    ]
+    chat = Chat(
+        id=chat_id,
+        messages=[
+            Message(id=i, chat_id=chat_id, role=role, content=content, status=status)
+            for i, (role, content, status) in zip(ids, rows, strict=True)
+        ],
+    )
+    assert history_before(chat, ids[5]) == [
         {"role": "user", "content": "a"},
         {"role": "user", "content": "b"},
         {"role": "assistant", "content": "partial"},

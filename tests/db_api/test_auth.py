@@ -18,6 +18,20 @@ ROUTES = [
     ("DELETE", "/chats/00000000-0000-4000-8000-000000000000", None),
     ("POST", "/chats/00000000-0000-4000-8000-000000000000/messages", {"role": "user"}),
     ("PATCH", "/messages/00000000-0000-4000-8000-000000000000", {}),
+    ("GET", "/messages/00000000-0000-4000-8000-000000000000", None),
+    ("DELETE", "/messages/00000000-0000-4000-8000-000000000000", None),
+    ("POST", "/messages/00000000-0000-4000-8000-000000000000/reopen", {}),
+    ("POST", "/messages/00000000-0000-4000-8000-000000000000/expire", {}),
+    ("POST", "/chats/00000000-0000-4000-8000-000000000000/turns", {}),
+    ("POST", "/chats/00000000-0000-4000-8000-000000000000/current", {}),
+    ("GET", "/presets", None),
+    ("POST", "/presets", {"name": "x"}),
+    ("GET", "/presets/00000000-0000-4000-8000-000000000000", None),
+    ("PATCH", "/presets/00000000-0000-4000-8000-000000000000", {}),
+    ("DELETE", "/presets/00000000-0000-4000-8000-000000000000", None),
+    ("POST", "/sessions", None),
+    ("GET", "/sessions/00000000-0000-4000-8000-000000000000", None),
+    ("DELETE", "/sessions/00000000-0000-4000-8000-000000000000", None),
 ]
 
 
@@ -41,6 +55,7 @@ def test_wrong_or_missing_token_is_401_everywhere(guarded: TestClient, auth: str
         assert r.headers["WWW-Authenticate"] == "Bearer"
     ok = {**ALICE, "Authorization": f"Bearer {TOKEN}"}
     assert guarded.get("/chats", headers=ok).json() == []  # nothing was created
+    assert guarded.get("/presets", headers=ok).json() == []
 
 
 def test_right_token_works(guarded: TestClient) -> None:

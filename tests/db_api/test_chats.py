@@ -10,16 +10,22 @@ from fastapi.testclient import TestClient
 from db_api.db import make_engine
 from tests.db_api.conftest import ALICE, new_chat, new_message
 
-CHAT_KEYS = {"id", "title", "system_prompt", "model", "created_at", "updated_at"}
+CHAT_KEYS = {
+    "id", "title", "system_prompt", "model", "created_at", "updated_at", "current_leaf_id",
+    "params", "title_source",
+}  # fmt: skip
 MESSAGE_KEYS = {
     "id", "chat_id", "role", "content", "status", "error", "prompt_tokens",
     "completion_tokens", "ttft_ms", "generation_ms", "created_at", "updated_at",
+    "parent_id", "version", "versions", "sibling_ids", "revision", "finish_reason", "reason",
+    "model", "params", "plan", "lease_owner", "lease_until", "stop_requested",
 }  # fmt: skip
 
 
 def _utc(value: str) -> datetime:
     parsed = datetime.fromisoformat(value)
-    assert parsed.utcoffset() is not None and parsed.utcoffset().total_seconds() == 0, value
+    offset = parsed.utcoffset()
+    assert offset is not None and offset.total_seconds() == 0, value
     return parsed
 
 
@@ -27,6 +33,8 @@ def test_create_chat_defaults_to_nulls(client: TestClient) -> None:
     chat = new_chat(client, ALICE)
     assert set(chat) == CHAT_KEYS
     assert chat["title"] is None and chat["system_prompt"] is None and chat["model"] is None
+    assert chat["current_leaf_id"] is None
+    assert (chat["params"], chat["title_source"]) == ({}, "auto")
     assert _utc(chat["created_at"]) == _utc(chat["updated_at"])
 
 
@@ -159,10 +167,14 @@ def test_patch_message_error_then_clear(client: TestClient) -> None:
         f"/messages/{msg['id']}", json={"status": "error", "error": "lm_api down"}, headers=ALICE
     ).json()
     assert (failed["status"], failed["error"], failed["content"]) == ("error", "lm_api down", "")
-    cleared = client.patch(
+    # A final answer never goes back to running through PATCH (Continue uses /reopen).
+    back = client.patch(
         f"/messages/{msg['id']}", json={"status": "pending", "error": None}, headers=ALICE
-    ).json()
-    assert (cleared["status"], cleared["error"]) == ("pending", None)
+    )
+    assert back.status_code == 409
+    assert back.json()["message"] == failed
+    cleared = client.patch(f"/messages/{msg['id']}", json={"error": None}, headers=ALICE).json()
+    assert (cleared["status"], cleared["error"]) == ("error", None)
 
 
 def test_delete_chat_cascades_to_messages(client: TestClient, migrated_url: str) -> None:
@@ -220,11 +232,13 @@ def test_concurrent_writers_keep_a_total_order(client: TestClient) -> None:
     answer = new_message(client, ALICE, chat["id"], role="assistant", content="", status="pending")
 
     def post(i: int) -> str:
-        return new_message(client, ALICE, chat["id"], content=f"m{i}")["id"]
+        message_id: str = new_message(client, ALICE, chat["id"], content=f"m{i}")["id"]
+        return message_id
 
     def patch(i: int) -> int:
         r = client.patch(f"/messages/{answer['id']}", json={"content": "t" * i}, headers=ALICE)
-        return r.status_code
+        status: int = r.status_code
+        return status
 
     with ThreadPoolExecutor(max_workers=6) as pool:
         posts = pool.map(post, range(30))  # both batches submitted before either is awaited

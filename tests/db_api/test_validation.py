@@ -234,3 +234,40 @@ def test_bad_owner_header(
         assert words in _detail_text(r)
         assert "x-owner" in _detail_text(r)
     assert client.get("/chats", headers=ALICE).json()[0]["title"] == "keep"
+
+
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [
+        ("GET", "/chats?limit=27&3%C2%98=%C2%82%C2%88"),  # the fuzzer's find (issue 10 #12)
+        ("GET", "/chats?lmit=5"),
+        ("POST", "/chats?title=x"),
+        ("GET", "/chats/{chat}?limit=5&after=x"),
+        ("PATCH", "/chats/{chat}?force=1"),
+        ("GET", "/presets?q=x"),
+        ("POST", "/sessions?remember=1"),
+        ("GET", "/health?verbose=1"),
+        ("GET", "/metrics?format=json"),
+    ],
+)
+def test_unknown_query_parameters_are_refused(
+    client: TestClient, chat: dict[str, Any], method: str, url: str
+) -> None:
+    body: dict[str, Any] | None = {} if method in ("POST", "PATCH") else None
+    r = client.request(method, url.format(chat=chat["id"]), json=body, headers=ALICE)
+    assert r.status_code == 422, r.text
+    (error,) = r.json()["detail"]
+    assert error["loc"][0] == "query" and error["type"] == "extra_forbidden"
+    assert [c["title"] for c in client.get("/chats", headers=ALICE).json()] == ["keep"]
+    assert (
+        client.get("/sessions/00000000-0000-4000-8000-000000000000", headers=ALICE).status_code
+        == 404
+    )
+
+
+def test_the_schema_documents_the_refusal(client: TestClient) -> None:
+    """Every operation lists 422 among its answers, /health and /metrics included."""
+    paths = client.get("/openapi.json").json()["paths"]
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            assert "422" in operation["responses"], (method, path)

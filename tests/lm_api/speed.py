@@ -22,7 +22,7 @@ import llama_cpp
 from lm_api.config import Settings
 from lm_api.engines.base import load_llama
 from lm_api.prompt import ChatPrompter
-from lm_api.synthetic import write_gguf
+from parlor.synth import write_gguf
 from tests.support import run_service
 
 MESSAGES = [

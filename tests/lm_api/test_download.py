@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lm_api.download import main
+from lm_api import download
+from lm_api.download import CATALOGUE, DEFAULT_URL, KnownModel, lookup, main
 
 PAYLOAD = bytes(range(256)) * 4096 + b"tail"  # ~1 MB, not a multiple of the chunk size
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -141,3 +142,73 @@ def test_an_http_error_is_a_clear_message(
     assert run(file_server.url.replace("model.gguf", "nope.gguf"), tmp_path) == 1
     assert "HTTP 404" in capsys.readouterr().err
     assert not (tmp_path / "nope.gguf").exists()
+
+
+def test_the_catalogue_knows_small_instruct_models_with_sizes_and_checksums() -> None:
+    assert lookup("qwen2.5-0.5b") == CATALOGUE["qwen2.5-0.5b"]
+    assert CATALOGUE["qwen2.5-0.5b"].url == DEFAULT_URL  # what `parlor download` fetches
+    assert len(CATALOGUE) >= 4
+    for name, m in CATALOGUE.items():
+        assert lookup(name) is m
+        assert m.url.startswith("https://huggingface.co/") and "/resolve/" in m.url
+        assert m.file_name.endswith(".gguf")
+        assert len(m.sha256) == 64 and int(m.sha256, 16) >= 0
+        assert 100e6 < m.size < 4e9  # small models: fit a laptop
+    # A URL is taken as it is.
+    assert lookup("https://example.org/x.gguf") == "https://example.org/x.gguf"
+
+
+def test_list_names_the_models_with_their_sizes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--list"]) == 0
+    out = capsys.readouterr().out
+    for m in CATALOGUE.values():
+        assert m.name in out and m.file_name in out
+    assert "0.49 GB" in out  # qwen2.5-0.5b's 491,400,032 bytes
+
+
+def test_an_unknown_name_says_which_names_exist(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["gpt-5", "--models-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "'gpt-5'" in err and "qwen2.5-1.5b" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def known(monkeypatch: pytest.MonkeyPatch, url: str, size: int, sha: str) -> None:
+    """A catalogue entry served by the loopback server (the real ones are never fetched)."""
+    entry = KnownModel("tiny", url, size, sha, "a test model")
+    monkeypatch.setitem(download.CATALOGUE, "tiny", entry)
+    monkeypatch.setitem(download.KNOWN_SHA256, url, sha)
+    monkeypatch.setitem(download.KNOWN_SIZE, url, size)
+
+
+def test_a_name_downloads_its_file_with_the_catalogues_checks(
+    file_server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    known(monkeypatch, file_server.url, len(PAYLOAD), SHA)
+    assert main(["tiny", "--models-dir", str(tmp_path), "--quiet"]) == 0
+    assert (tmp_path / "model.gguf").read_bytes() == PAYLOAD
+    assert file_server.ranges == [None]
+
+
+@pytest.mark.parametrize(
+    ("size", "sha", "error"),
+    [
+        (len(PAYLOAD) + 1, SHA, "size mismatch"),
+        (len(PAYLOAD), "f" * 64, "checksum mismatch"),
+    ],
+)
+def test_a_named_download_that_is_not_the_catalogues_file_is_refused(
+    file_server: FileServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    size: int,
+    sha: str,
+    error: str,
+) -> None:
+    known(monkeypatch, file_server.url, size, sha)
+    assert main(["tiny", "--models-dir", str(tmp_path), "--quiet"]) == 1
+    assert error in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no bad model, no .part to resume

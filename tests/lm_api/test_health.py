@@ -38,6 +38,9 @@ def test_health_is_503_loading_until_the_model_is_loaded(toy_model: Path, engine
             chat = httpx.post(url + "/v1/chat/completions", json=BODY)
             assert chat.status_code == 503
             assert "retry-after" in chat.headers
+            tokens = httpx.post(url + "/tokenize", json={"content": "hi"})
+            assert tokens.status_code == 503
+            assert tokens.json()["error"]["code"] == "model_not_loaded"
             assert httpx.get(url + "/metrics").status_code == 200
         finally:
             release.set()

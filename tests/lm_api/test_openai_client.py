@@ -25,10 +25,20 @@ def async_client(url: str) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
 
 
-def test_models_lists_the_served_model_with_its_context(toy_url: str) -> None:
+def test_models_lists_the_served_model_with_its_context(toy_url: str, toy_model: Path) -> None:
     models = client(toy_url).models.list()
     assert [m.id for m in models.data] == ["toy"]
-    assert models.data[0].model_extra == {"meta": {"n_ctx": 1024}}
+    assert models.data[0].model_extra == {
+        "meta": {
+            "n_ctx": 1024,
+            "n_ctx_train": 4096,
+            "size_bytes": toy_model.stat().st_size,
+            "quantization": "F32",
+            "architecture": "llama",
+            "loaded": True,
+            "state": "ready",
+        }
+    }
 
 
 def test_non_stream_answer_has_openai_shape_and_exact_length(toy_url: str) -> None:
@@ -150,7 +160,7 @@ def test_concurrent_streams_all_complete_with_their_full_token_count(
 def test_a_model_without_chat_template_answers(toy_model_no_template: Path, engine: str) -> None:
     with serve(toy_settings(toy_model_no_template, engine=engine)) as url:
         resp = client(url).chat.completions.create(
-            model="x",
+            model="toy-no-template",
             messages=MESSAGES,
             max_tokens=25,
         )

@@ -59,7 +59,7 @@ def test_a_body_that_is_not_json_is_a_400(toy_url: str) -> None:
 
 def test_unknown_openai_fields_are_accepted(toy_url: str) -> None:
     body = {
-        "model": "whatever",
+        "model": "toy",
         "messages": [
             {"role": "developer", "content": "be brief", "name": "ops"},
             {"role": "user", "content": [{"type": "text", "text": "hi"}]},

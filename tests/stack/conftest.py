@@ -14,27 +14,33 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from parlor.stack import Stack, run_stack
 from tests.stack.nginx_process import require_nginx
-from tests.support import Stack, fresh_postgres_database, postgres_server_url, run_stack
+from tests.support import fresh_postgres_database, postgres_server_url
 
 QUICK_TOKENS = 32
 SLOW_TOKENS = 200
 
 
 @contextlib.contextmanager
-def stack_on(work: Path, database_url: str, model: Path, max_tokens: int) -> Iterator[Stack]:
+def stack_on(
+    work: Path, database_url: str, model: Path, max_tokens: int, **options: Any
+) -> Iterator[Stack]:
     require_nginx()
-    with run_stack(work, database_url=database_url, model=model, max_tokens=max_tokens) as s:
+    with run_stack(
+        work, database_url=database_url, model=model, max_tokens=max_tokens, **options
+    ) as s:
         yield s
 
 
 @pytest.fixture(scope="session")
 def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The `small` synthetic model: slow enough on a CPU to watch an answer grow."""
-    from lm_api.synthetic import write_gguf
+    from parlor.synth import write_gguf
 
     return write_gguf(tmp_path_factory.mktemp("models") / "small.gguf", preset="small")
 
@@ -64,3 +70,32 @@ def slow_stack(tmp_path_factory: pytest.TempPathFactory, small_model: Path) -> I
     work = tmp_path_factory.mktemp("slow-stack")
     with stack_on(work, f"sqlite:///{work / 'parlor.db'}", small_model, SLOW_TOKENS) as stack:
         yield stack
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Generous: a deadline for a stuck page on a busy 2-core machine, not a timing check.
+WAIT_MS = 60_000
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium driven by Playwright (never a downloaded browser)."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent (Debian: apt-get install chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=WAIT_MS)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield browser
+        browser.close()

@@ -12,9 +12,10 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 
 app = FastAPI()
+OWN_CSP = "default-src 'none'; img-src 'self'"
 _released: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
 
@@ -33,6 +34,30 @@ async def page() -> HTMLResponse:
     # Large enough for gzip_min_length, and with a header nginx must not duplicate.
     body = "<!doctype html><title>page</title>" + "<p>parlor</p>" * 500
     return HTMLResponse(body, headers={"X-Frame-Options": "SAMEORIGIN"})
+
+
+@app.get("/page-with-csp")
+async def page_with_csp() -> HTMLResponse:
+    """A page that brings its own policy, as every chat_ui page does."""
+    return HTMLResponse("<p>own policy</p>", headers={"Content-Security-Policy": OWN_CSP})
+
+
+@app.get("/metrics")
+async def metrics() -> PlainTextResponse:
+    return PlainTextResponse("parlor_fake_requests_total 1\n")
+
+
+@app.get("/too-big-header")
+async def too_big_header() -> PlainTextResponse:
+    """Headers larger than nginx's proxy buffer: nginx answers 502 with its own page."""
+    return PlainTextResponse("never shown", headers={"X-Padding": "x" * 32_768})
+
+
+@app.get("/hang/{key}")
+async def hang(key: str) -> PlainTextResponse:
+    """No answer until released: nginx gives up first (504) when its timeout is short."""
+    await _released[key].wait()
+    return PlainTextResponse("late")
 
 
 @app.post("/upload")

@@ -10,49 +10,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.stack.conftest import WAIT_MS
 from tests.support import REPO, Stack
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = REPO / "test-artifacts" / "screenshots"
-CHAT_URL = re.compile(r".*/chats/([0-9a-f-]{36})$")
-# Generous: a deadline for a stuck page on a busy 2-core machine, not a timing check.
-WAIT_MS = 60_000
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is absent (Debian: apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield browser
-        browser.close()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _expect_timeout() -> None:
-    from playwright.sync_api import expect
-
-    expect.set_options(timeout=WAIT_MS)
+CHAT_URL = re.compile(r".*/chats/([0-9a-f-]{36})(?:/live)?$")
 
 
 def shot(page: Any, name: str) -> None:
@@ -70,10 +38,14 @@ def login(page: Any, url: str, name: str) -> None:
     expect(page.locator("#user-name")).to_have_text(name)
 
 
-def new_chat(page: Any) -> str:
+def start_chat(page: Any, text: str) -> str:
+    """ "+ New chat", then the first message, which creates the chat; its id."""
     from playwright.sync_api import expect
 
     page.click("#new-chat")
+    expect(page).to_have_url(re.compile(r".*/chats$"))
+    page.fill("#composer-input", text)
+    page.click("#send")
     expect(page).to_have_url(CHAT_URL)
     match = CHAT_URL.match(page.url)
     assert match
@@ -122,12 +94,10 @@ def test_chat_in_the_browser(page: Any, slow_stack: Stack, leftover_chats: list[
     url = slow_stack.url
     login(page, url, "Ada")
     shot(page, "01-empty-state")
-    chat_id = new_chat(page)
+    # A new chat starts with its first message: the question appears, the answer
+    # streams in and grows.
+    chat_id = start_chat(page, "Tell me about rivers")
     leftover_chats.append(chat_id)
-
-    # Send: the question appears at once, the answer streams in and grows.
-    page.fill("#composer-input", "Tell me about rivers")
-    page.click("#send")
     expect(page.locator(".msg-user").last).to_contain_text("Tell me about rivers")
     answer = page.locator(".msg-assistant").last
     live = ".msg-assistant:last-of-type .msg-live"
@@ -163,13 +133,12 @@ def test_chat_in_the_browser(page: Any, slow_stack: Stack, leftover_chats: list[
     expect(page.locator(".msg-assistant").last).to_have_attribute("data-status", "interrupted")
 
     # Rename, then delete.
-    page.click("summary")
+    page.click("#chat-settings summary")
     page.fill("#chat-title", "Rivers and stones")
     page.click("#rename")
     expect(page.locator("#chat-heading")).to_have_text("Rivers and stones")
     expect(page.locator("#chat-list")).to_contain_text("Rivers and stones")
     shot(page, "05-renamed")
-    page.click("summary")
     page.click("#delete-chat")
     expect(page.locator("#confirm-delete")).to_be_visible()
     shot(page, "06-confirm-delete")
@@ -188,20 +157,17 @@ def test_core_flow_without_javascript(browser: Any, quick_stack: Stack) -> None:
     page = context.new_page()
     try:
         login(page, quick_stack.url, "Grace")
-        new_chat(page)
-        page.fill("#composer-input", "Hello without scripts")
-        page.click("#send")
-        # The POST redirects to the chat page, which refreshes until the answer is done.
+        start_chat(page, "Hello without scripts")
+        # The POST redirects to the chat's page streamed while the answer is written.
         expect(page.locator(".msg-user").last).to_contain_text("Hello without scripts")
-        answer = page.locator(".msg-assistant").last
+        answer = page.locator(".msg-assistant[data-status]").last
         expect(answer).to_have_attribute("data-status", "complete")
         expect(answer.locator(".msg-body")).not_to_be_empty()
         shot(page, "07-no-js-answered")
-        page.locator("summary").click()
+        page.locator("#chat-settings summary").click()
         page.fill("#chat-title", "Plain HTML")
         page.click("#rename")
         expect(page.locator("#chat-heading")).to_have_text("Plain HTML")
-        page.locator("summary").click()
         page.click("#delete-chat")
         page.click("#confirm-delete")
         expect(page).to_have_url(re.compile(r".*/chats$"))

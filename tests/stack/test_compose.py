@@ -33,7 +33,8 @@ def compose() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def services(compose: dict[str, Any]) -> dict[str, Any]:
-    return compose["services"]
+    services: dict[str, Any] = compose["services"]
+    return services
 
 
 @pytest.mark.parametrize("path", [COMPOSE, GPU], ids=["compose.yml", "compose.gpu.yml"])
@@ -48,7 +49,9 @@ def test_valid_against_the_compose_spec(path: Path) -> None:
 
 def test_only_nginx_publishes_a_port(services: dict[str, Any]) -> None:
     published = {name for name, svc in services.items() if svc.get("ports")}
-    assert published == {"nginx"}
+    # oauth2-proxy is the front door of profile `sso` (tests/deploy/test_sso.py).
+    assert published == {"nginx", "oauth2-proxy"}
+    assert services["oauth2-proxy"]["profiles"] == ["sso"]
     assert services["nginx"]["ports"] == ["${PARLOR_BIND:-127.0.0.1}:${PARLOR_PORT:-8080}:8080"]
     assert not any("expose" in svc for svc in services.values())
 
@@ -58,6 +61,11 @@ def test_networks(compose: dict[str, Any], services: dict[str, Any]) -> None:
     assert not compose["networks"]["frontend"].get("internal")
     nets = {name: set(svc["networks"]) for name, svc in services.items()}
     assert nets.pop("nginx") == {"frontend", "backend"}
+    # Profile `sso` (tests/deploy/test_sso.py): its own internal network.
+    assert compose["networks"]["sso"]["internal"] is True
+    assert nets.pop("oauth2-proxy") == {"frontend", "sso"}
+    assert nets.pop("nginx-sso") == {"sso"}
+    assert nets.pop("chat_ui_sso") == {"backend", "sso"}
     # The model download needs the internet, and nothing else: it is not on backend.
     assert nets.pop("model-fetch") == {"egress"}
     assert all(n == {"backend"} for n in nets.values()), nets

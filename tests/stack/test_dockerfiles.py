@@ -143,3 +143,18 @@ def test_service_imports_are_in_its_image(service: str) -> None:
         if not dists & installed:
             missing[module] = sorted(dists) or "not installed here"
     assert not missing, f"{service} imports what its image does not install: {missing}"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_services_never_import_the_parlor_tools(service: str) -> None:
+    """Images ship a service's own folder only: `parlor` (the command, the supervisor, the
+    synthetic model writer) is a tool of a clone, never a service's dependency."""
+    assert "parlor" not in _imported_modules(REPO / service)
+
+
+def test_lm_api_image_carries_no_synthetic_model_writer() -> None:
+    """The writer of synthetic GGUFs is parlor.synth; lm_api/ (all its image copies of the
+    repository) only reads models."""
+    writers = [p for p in (REPO / "lm_api").rglob("*.py") if "GGUFWriter" in p.read_text()]
+    assert not writers
+    assert "GGUFWriter" in (REPO / "parlor" / "synth.py").read_text()

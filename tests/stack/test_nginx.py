@@ -1,5 +1,5 @@
 """The nginx template, rendered like the official image does, run by real nginx in front of
-a trivial upstream (tests/stack/fake_upstream.py)."""
+a trivial upstream (tests/stack/fake_upstream.py), and in front of the real chat_ui."""
 
 from __future__ import annotations
 
@@ -12,9 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from parlor.nginx import TEMPLATE, NginxConfig, render_template, write_config
+from parlor.nginx import NginxConfig, render_template, run_nginx, write_config
+from parlor.paths import NGINX_TEMPLATE
+from parlor.stack import Stack
+from parlor.supervisor import Service, run_service
+from tests.stack.fake_upstream import OWN_CSP
 from tests.stack.nginx_process import require_nginx
-from tests.support import Service, run_nginx, run_service
 
 VARIABLES = {
     "PARLOR_LISTEN": "8080",
@@ -25,7 +28,7 @@ VARIABLES = {
 
 
 def test_render_replaces_only_defined_variables() -> None:
-    text = TEMPLATE.read_text()
+    text = NGINX_TEMPLATE.read_text()
     names = set(re.findall(r"\$\{(\w+)\}", text))
     assert names == set(VARIABLES), "the template's variables changed: update compose.yml"
     rendered = render_template(text, VARIABLES)
@@ -84,6 +87,18 @@ def test_forwarded_headers_and_keepalive(proxy: str) -> None:
     assert "connection" not in seen
 
 
+SECURITY_HEADERS = (
+    "content-security-policy",
+    "x-frame-options",
+    "x-content-type-options",
+    "referrer-policy",
+)
+
+
+def security_headers(r: httpx.Response) -> dict[str, list[str]]:
+    return {name: r.headers.get_list(name) for name in SECURITY_HEADERS}
+
+
 def test_security_headers_exactly_once(proxy: str) -> None:
     r = httpx.get(proxy + "/page")
     assert r.status_code == 200
@@ -91,6 +106,53 @@ def test_security_headers_exactly_once(proxy: str) -> None:
     assert r.headers.get_list("x-content-type-options") == ["nosniff"]
     assert r.headers.get_list("referrer-policy") == ["same-origin"]
     assert "nginx/" not in r.headers.get("server", "")
+    # The upstream sent no policy: nginx's stands in.
+    [policy] = r.headers.get_list("content-security-policy")
+    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
+
+
+def test_a_page_with_its_own_policy_keeps_it_alone(proxy: str) -> None:
+    r = httpx.get(proxy + "/page-with-csp")
+    assert r.status_code == 200
+    assert r.headers.get_list("content-security-policy") == [OWN_CSP]
+
+
+@pytest.fixture(scope="module")
+def impatient(
+    tmp_path_factory: pytest.TempPathFactory, upstream: Service, static_root: Path
+) -> Iterator[str]:
+    """nginx from the template with a 1 s upstream read timeout, to see its own 504 page."""
+    require_nginx()
+    text = NGINX_TEMPLATE.read_text()
+    assert text.count("proxy_read_timeout 120s;") == 1
+    template = tmp_path_factory.mktemp("impatient-template") / "default.conf.template"
+    template.write_text(text.replace("proxy_read_timeout 120s;", "proxy_read_timeout 1s;"))
+    prefix = tmp_path_factory.mktemp("impatient-nginx")
+    with run_nginx(prefix, upstream.url, static_root=static_root, template=template) as site:
+        yield site[0]
+
+
+def test_nginx_error_pages_carry_the_security_headers(
+    proxy: str, impatient: str, upstream: Service
+) -> None:
+    """404, 413, 502 and 504 written by nginx itself (no upstream answer to take headers
+    from) carry the same security headers as a page."""
+    try:
+        timed_out = httpx.get(impatient + "/hang/for-504", timeout=60)
+    finally:
+        httpx.post(upstream.url + "/release/for-504").raise_for_status()
+    pages = {
+        404: httpx.get(proxy + "/static/missing.js"),
+        413: httpx.post(proxy + "/upload", content=b"x" * 3_000_000),
+        502: httpx.get(proxy + "/too-big-header"),
+        504: timed_out,
+    }
+    page = security_headers(httpx.get(proxy + "/page"))
+    assert all(len(values) == 1 for values in page.values()), page
+    for status, r in pages.items():
+        assert r.status_code == status, (status, r.text[:200])
+        assert "<center>nginx</center>" in r.text  # nginx's own page, not an upstream's
+        assert security_headers(r) == page, status
 
 
 def test_pages_are_gzipped(proxy: str) -> None:
@@ -100,9 +162,21 @@ def test_pages_are_gzipped(proxy: str) -> None:
 
 
 def test_body_size_limit(proxy: str) -> None:
-    assert httpx.post(proxy + "/upload", content=b"x" * 500_000).json() == {"size": 500_000}
-    too_big = httpx.post(proxy + "/upload", content=b"x" * 2_000_000)
+    # The longest message chat_ui accepts (100 000 characters), form-encoded at worst
+    # (4-byte characters, each byte as %XX), passes: chat_ui, not nginx, decides.
+    longest = len(("content=" + "%F0%9F%98%80" * 100_000).encode())
+    assert httpx.post(proxy + "/upload", content=b"x" * longest).json() == {"size": longest}
+    too_big = httpx.post(proxy + "/upload", content=b"x" * 3_000_000)
     assert too_big.status_code == 413
+
+
+def test_metrics_stay_off_the_public_side(proxy: str, upstream: Service) -> None:
+    # The internal scraper goes straight to chat_ui.
+    assert httpx.get(upstream.url + "/metrics").text.startswith("parlor_fake_requests_total")
+    for path in ("/metrics", "/metrics/", "/metrics?format=text", "//metrics", "/%6Detrics"):
+        r = httpx.get(proxy + path)
+        assert r.status_code == 404, path
+        assert "parlor_fake" not in r.text
 
 
 def test_static_files_from_disk_with_long_cache(proxy: str, static_root: Path) -> None:
@@ -113,6 +187,7 @@ def test_static_files_from_disk_with_long_cache(proxy: str, static_root: Path) -
     assert r.headers.get_list("cache-control") == ["public, max-age=31536000, immutable"]
     assert r.headers["content-encoding"] == "gzip"
     assert r.headers.get_list("x-content-type-options") == ["nosniff"]
+    assert len(r.headers.get_list("content-security-policy")) == 1
     assert httpx.get(proxy + "/static/missing.js").status_code == 404
 
 
@@ -178,3 +253,29 @@ def test_access_log_records_request_and_upstream_time(site: tuple[str, NginxConf
         time.sleep(0.05)  # poll interval
     assert line, "no access log line for the request"
     assert re.search(r" 200 \d+ rt=\d+\.\d{3} urt=\d+\.\d{3} ", line), line
+
+
+# ---- in front of the real chat_ui -------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_nginx_pages_carry_chat_uis_security_headers(quick_stack: Stack) -> None:
+    """nginx's own answers (413, 404) and chat_ui's pages carry the very same headers."""
+    page = httpx.get(quick_stack.url + "/")
+    assert page.status_code == 200
+    chat_ui = security_headers(page)
+    assert all(len(values) == 1 for values in chat_ui.values()), chat_ui
+    too_big = httpx.post(quick_stack.url + "/login", content=b"x" * 3_000_000)
+    missing = httpx.get(quick_stack.url + "/static/missing.js")
+    metrics = httpx.get(quick_stack.url + "/metrics")
+    for r, status in ((too_big, 413), (missing, 404), (metrics, 404)):
+        assert r.status_code == status
+        assert security_headers(r) == chat_ui, r.url
+
+
+@pytest.mark.slow
+def test_chat_ui_metrics_only_on_the_internal_side(quick_stack: Stack) -> None:
+    assert httpx.get(quick_stack.url + "/metrics").status_code == 404
+    internal = httpx.get(quick_stack.ui.url + "/metrics")
+    assert internal.status_code == 200
+    assert "chat_ui_requests_total" in internal.text

@@ -1,13 +1,15 @@
-"""Deterministic random-weight GGUF models that real llama.cpp loads and runs.
+"""`parlor synth`: deterministic random-weight GGUF models that real llama.cpp loads and runs.
 
-Tests, demos and benchmarks need a model without a download. Speed does not depend on
-weight values, so a random model of the right shape is also the benchmark model.
+Tests, demos (`parlor up --demo`) and benchmarks need a model without a download. A tool,
+not part of any service: lm_api serves whatever GGUF it is given, and its image does not
+carry this writer. Speed does not depend on weight values, so a random model of the right
+shape is also the benchmark model.
 
 Every synthetic model has its end-of-generation (and other control) tokens' output rows set
 to zero while the other rows give logits a large spread: those tokens are never sampled, so
 an answer always has exactly `max_tokens` tokens. Tests and benchmarks rely on that.
 
-    python -m lm_api.synthetic --preset toy --out /tmp/toy.gguf
+    uv run parlor synth --preset toy --out /tmp/toy.gguf
 """
 
 from __future__ import annotations

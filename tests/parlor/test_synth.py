@@ -8,8 +8,8 @@ import llama_cpp
 import pytest
 from gguf import GGUFReader
 
-from lm_api import synthetic
-from lm_api.synthetic import PRESETS, _bpe_vocab, main, write_gguf
+from parlor import synth as synthetic
+from parlor.synth import PRESETS, _bpe_vocab, main, write_gguf
 
 
 def field(path: Path, key: str) -> object:

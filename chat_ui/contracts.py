@@ -1,0 +1,178 @@
+"""What chat_ui reads from db_api, as typed models (db_api's ChatOut, MessageOut, ...).
+
+db_api owns the contract (its OpenAPI page at /docs); these models name the fields
+chat_ui uses and ignore the others, so db_api can grow without breaking chat_ui.
+Timestamps stay the ISO strings db_api sends: chat_ui only shows and orders them.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+Role = Literal["system", "user", "assistant"]
+# The one spelling of a message's state.
+Status = Literal["complete", "pending", "streaming", "interrupted", "error"]
+# An answer still being written by a generation.
+RUNNING: frozenset[Status] = frozenset({"pending", "streaming"})
+# An answer that will not change any more (Retry starts it over).
+FINAL: frozenset[Status] = frozenset({"complete", "interrupted", "error"})
+# Why an answer ended interrupted or in error (the machine code; `error` has the text).
+Reason = Literal[
+    "stopped",
+    "model_unreachable",
+    "model_error",
+    "model_stalled",
+    "context_exceeded",
+    "storage_unreachable",
+    "server_restarted",
+    "lease_expired",
+]
+FinishReason = Literal["stop", "length"]
+
+# What the page says about an answer that ended for this reason, when it has no error text.
+REASON_TEXT: dict[str, str] = {
+    "stopped": "Stopped by you.",
+    "model_unreachable": "The model server could not be reached.",
+    "model_error": "The model server failed while answering.",
+    "model_stalled": "The model server stopped sending anything.",
+    "context_exceeded": "The conversation is too long for the model.",
+    "storage_unreachable": "Parlor could not reach its storage.",
+    "server_restarted": "Cut off when Parlor restarted.",
+    "lease_expired": "Cut off: the server writing it went away.",
+}
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """`text` with what db_api cannot store (NUL, lone UTF-16 surrogates) replaced by
+    U+FFFD, everything else kept. One character for one: offsets into the text hold."""
+    if "\x00" not in text:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            pass
+        else:
+            return text
+    return _UNSTORABLE.sub("\ufffd", text)
+
+
+class _Read(BaseModel):
+    # Fields db_api adds later are ignored until chat_ui needs them.
+    model_config = ConfigDict(extra="ignore")
+
+
+class Message(_Read):
+    id: uuid.UUID
+    chat_id: uuid.UUID
+    role: Role
+    content: str = ""
+    status: Status = "complete"
+    error: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    ttft_ms: float | None = None
+    generation_ms: float | None = None
+    created_at: str = ""
+    updated_at: str = ""
+    parent_id: uuid.UUID | None = None
+    # Grows with every write; a write must carry a greater one (db_api answers 409).
+    revision: int = 0
+    finish_reason: str | None = None
+    reason: str | None = None
+    model: str | None = None
+    # chat_ui's own, never stored: this final state is held in memory because db_api
+    # has not taken it yet (it is retried until it does).
+    unsaved: bool = False
+
+    @property
+    def running(self) -> bool:
+        return self.role == "assistant" and self.status in RUNNING
+
+    @property
+    def end_note(self) -> str:
+        """Why an interrupted or failed answer ended, in words."""
+        if self.status == "error":
+            return self.error or REASON_TEXT.get(self.reason or "", "The answer failed.")
+        if self.status == "interrupted":
+            if self.reason in REASON_TEXT:
+                return REASON_TEXT[self.reason]
+            return f"Stopped — {self.error}" if self.error else "Stopped."
+        return ""
+
+
+class ChatSummary(_Read):
+    """A chat as the sidebar lists it (GET /chats)."""
+
+    id: uuid.UUID
+    title: str | None = None
+    system_prompt: str | None = None
+    model: str | None = None
+    created_at: str = ""
+    updated_at: str = ""
+
+
+class Chat(ChatSummary):
+    """A chat with its messages, oldest first (GET /chats/{id})."""
+
+    messages: list[Message] = []
+
+    def find(self, message_id: uuid.UUID) -> Message | None:
+        return next((m for m in self.messages if m.id == message_id), None)
+
+    def replace(self, message: Message) -> None:
+        """Put `message` in place of the stored message with the same id."""
+        self.messages = [message if m.id == message.id else m for m in self.messages]
+
+    @property
+    def running(self) -> bool:
+        return any(m.running for m in self.messages)
+
+    @property
+    def unsaved(self) -> bool:
+        return any(m.unsaved for m in self.messages)
+
+
+class Turn(_Read):
+    """What POST /chats/{id}/turns answers: the stored question and its pending answer."""
+
+    user: Message
+    assistant: Message
+
+
+class MessagePatch(BaseModel):
+    """A write to one message (PATCH /messages/{id}): only the fields set are sent, and a
+    field set to None clears it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    content: str | None = None
+    status: Status | None = None
+    error: str | None = None
+    reason: Reason | None = None
+    finish_reason: FinishReason | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    ttft_ms: float | None = None
+    generation_ms: float | None = None
+    revision: int | None = None
+
+    def body(self) -> dict[str, object]:
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class ChatPatch(BaseModel):
+    """A change to a chat (PATCH /chats/{id}): only the fields set are sent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = None
+    system_prompt: str | None = None
+
+    def body(self) -> dict[str, object]:
+        return self.model_dump(mode="json", exclude_unset=True)

@@ -1,0 +1,128 @@
+"""The dependencies routes declare, in one place: `owner: Owner`, `form: CheckedForm`,
+`conv: Conversation`, ... (FastAPI resolves them per request from the app's state)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, Query, Request
+from starlette.datastructures import FormData
+
+from chat_ui import config, conversation, generation, metrics, session
+from chat_ui.clients import DbApi, LmApi
+from chat_ui.web import LoginRequired, checked_form, session_of, set_session
+
+
+def _settings(request: Request) -> config.Settings:
+    value: config.Settings = request.app.state.settings
+    return value
+
+
+def _db(request: Request) -> DbApi:
+    value: DbApi = request.app.state.db
+    return value
+
+
+def _lm(request: Request) -> LmApi:
+    value: LmApi = request.app.state.lm
+    return value
+
+
+def _generations(request: Request) -> generation.Generations:
+    value: generation.Generations = request.app.state.generations
+    return value
+
+
+def _metrics(request: Request) -> metrics.Metrics:
+    value: metrics.Metrics = request.app.state.metrics
+    return value
+
+
+def _sessions(request: Request) -> session.SessionStore:
+    value: session.SessionStore = request.app.state.sessions
+    return value
+
+
+async def _session(
+    request: Request, sessions: Annotated[session.SessionStore, Depends(_sessions)]
+) -> session.Session:
+    """The request's session, its login checked against the server-side record: a
+    login ended elsewhere (logout in another copy of the cookie) is logged out here."""
+    current = session_of(request)
+    if current.name is None or current.sid is None or current.owner is None:
+        return current
+    if getattr(request.state, "session_checked", False):
+        return current
+    request.state.session_checked = True
+    if not await sessions.alive(current.owner, current.sid):
+        set_session(request, session.revoked(current))
+    return session_of(request)
+
+
+def _maybe_owner(current: Annotated[session.Session, Depends(_session)]) -> str | None:
+    return current.owner
+
+
+def _owner(owner: Annotated[str | None, Depends(_maybe_owner)]) -> str:
+    if owner is None:
+        raise LoginRequired
+    return owner
+
+
+Settings = Annotated[config.Settings, Depends(_settings)]
+Db = Annotated[DbApi, Depends(_db)]
+Lm = Annotated[LmApi, Depends(_lm)]
+Generations = Annotated[generation.Generations, Depends(_generations)]
+Metrics = Annotated[metrics.Metrics, Depends(_metrics)]
+Sessions = Annotated[session.SessionStore, Depends(_sessions)]
+# The visitor's session, its login checked (a logged-out one when it has ended).
+Session = Annotated[session.Session, Depends(_session)]
+# The logged-in person's owner key; without a login the visitor goes to the login page.
+Owner = Annotated[str, Depends(_owner)]
+# The owner key, or None for a visitor who is not logged in.
+MaybeOwner = Annotated[str | None, Depends(_maybe_owner)]
+# The request's form, after the Origin and CSRF checks.
+CheckedForm = Annotated[FormData, Depends(checked_form)]
+
+
+def _conversation(
+    owner: Owner, db: Db, generations: Generations, settings: Settings
+) -> conversation.Conversation:
+    return conversation.Conversation(owner, db, generations, settings)
+
+
+def _maybe_conversation(
+    owner: MaybeOwner, db: Db, generations: Generations, settings: Settings
+) -> conversation.Conversation | None:
+    return None if owner is None else conversation.Conversation(owner, db, generations, settings)
+
+
+# The logged-in person's conversations (the operations routes call).
+Conversation = Annotated[conversation.Conversation, Depends(_conversation)]
+# The same, or None for a visitor who is not logged in.
+MaybeConversation = Annotated[conversation.Conversation | None, Depends(_maybe_conversation)]
+
+
+# The longest offset a stream accepts: far beyond any answer, far below any cost.
+MAX_OFFSET_DIGITS = 9
+
+
+def _offset(value: str, what: str) -> int:
+    if not value.isascii() or not value.isdigit() or len(value) > MAX_OFFSET_DIGITS:
+        raise HTTPException(400, f"{what} must be a character offset (0 to 999999999).")
+    return int(value)
+
+
+def _stream_offset(
+    after: Annotated[str, Query(max_length=64)] = "0",
+    last_event_id: Annotated[str | None, Header(max_length=64)] = None,
+) -> int:
+    """Where an answer's stream resumes: Last-Event-ID (a reconnect, exactly where the
+    browser stopped) over `after` (the text the page was rendered with). Checked before
+    anything else is done: anything but a plain small number is a 400."""
+    if last_event_id is not None:
+        return _offset(last_event_id, "Last-Event-ID")
+    return _offset(after, "after")
+
+
+StreamOffset = Annotated[int, Depends(_stream_offset)]

@@ -1,0 +1,96 @@
+"""Presets ("roles"): a person's named system prompt, model and sampling settings."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Response, status
+
+from db_api import crud
+from db_api.routes.deps import (
+    BODY_RESPONSES,
+    COMMON_RESPONSES,
+    ErrorOut,
+    OwnerDep,
+    SessionDep,
+    SettingsDep,
+    require_token,
+)
+from db_api.schemas import PresetCreate, PresetOut, PresetUpdate, check_limits
+
+router = APIRouter(
+    tags=["presets"], dependencies=[Depends(require_token)], responses=COMMON_RESPONSES
+)
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "No such preset for this owner"}
+}
+NAME_TAKEN: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorOut, "description": "The owner has a preset of that name already"}
+}
+
+
+@router.get("/presets", response_model=list[PresetOut])
+def list_presets(
+    owner: OwnerDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 200,
+    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+) -> list[PresetOut]:
+    """The owner's presets by name."""
+    presets = crud.list_presets(session, owner, limit=limit, offset=offset)
+    return [PresetOut.model_validate(p) for p in presets]
+
+
+@router.post(
+    "/presets",
+    status_code=status.HTTP_201_CREATED,
+    response_model=PresetOut,
+    responses={**BODY_RESPONSES, **NAME_TAKEN},
+)
+def create_preset(
+    body: PresetCreate, owner: OwnerDep, session: SessionDep, settings: SettingsDep
+) -> PresetOut:
+    check_limits(body, settings)
+    fields = {**body.model_dump(exclude={"params"}), "params": body.params.stored()}
+    preset = crud.create_preset(session, owner, fields)
+    return PresetOut.model_validate(preset)
+
+
+@router.get("/presets/{preset_id}", response_model=PresetOut, responses=NOT_FOUND)
+def get_preset(preset_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> PresetOut:
+    return PresetOut.model_validate(crud.get_preset(session, owner, preset_id))
+
+
+@router.patch(
+    "/presets/{preset_id}",
+    response_model=PresetOut,
+    responses={**NOT_FOUND, **BODY_RESPONSES, **NAME_TAKEN},
+)
+def update_preset(
+    preset_id: uuid.UUID,
+    body: PresetUpdate,
+    owner: OwnerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> PresetOut:
+    """Change the fields sent (null clears system_prompt or model; params replaces the
+    settings as a whole)."""
+    check_limits(body, settings)
+    fields = body.model_dump(exclude_unset=True, exclude={"params"})
+    if "params" in body.model_fields_set:
+        fields["params"] = body.params.stored()
+    preset = crud.update_preset(session, owner, preset_id, fields)
+    return PresetOut.model_validate(preset)
+
+
+@router.delete(
+    "/presets/{preset_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=NOT_FOUND,
+)
+def delete_preset(preset_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> Response:
+    crud.delete_preset(session, owner, preset_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,51 @@
+"""Login sessions: chat_ui records each login here and checks it on every request, so
+that deleting the record (logout) ends every copy of the cookie."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Depends, Response, status
+
+from db_api import crud
+from db_api.routes.deps import (
+    COMMON_RESPONSES,
+    ErrorOut,
+    OwnerDep,
+    SessionDep,
+    require_token,
+)
+from db_api.schemas import SessionOut
+
+router = APIRouter(
+    tags=["sessions"], dependencies=[Depends(require_token)], responses=COMMON_RESPONSES
+)
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "No such live session for this owner"}
+}
+
+
+@router.post("/sessions", status_code=status.HTTP_201_CREATED, response_model=SessionOut)
+def create_session(owner: OwnerDep, session: SessionDep) -> SessionOut:
+    """A new session record for the owner; its id is unguessable (a random UUID)."""
+    return SessionOut.model_validate(crud.create_session(session, owner))
+
+
+@router.get("/sessions/{session_id}", response_model=SessionOut, responses=NOT_FOUND)
+def get_session(session_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> SessionOut:
+    """200 while the session is live; 404 once revoked (or never created)."""
+    return SessionOut.model_validate(crud.get_session(session, owner, session_id))
+
+
+@router.delete(
+    "/sessions/{session_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=NOT_FOUND,
+)
+def delete_session(session_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> Response:
+    """Revoke the session."""
+    crud.delete_session(session, owner, session_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
