@@ -108,7 +108,7 @@ def test_part6_times_the_streams_around_a_long_prompt(quick_run: tuple[int, Path
     assert set(_column(table, "failures")) == {"0"}
     for column in ("worst gap ms", "long prompt's first token ms", "same prompt alone ms"):
         assert all(v != "-" for v in _column(table, column))
-    assert data["long_prompt_tokens"] > 100
+    assert data["data"]["long_prompt_tokens"] > 100
     assert any(n.startswith("Target: running answers' worst gap") for n in data["notes"])
 
 
