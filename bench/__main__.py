@@ -1,6 +1,6 @@
 """`uv run python -m bench`: run Parlor's benchmarks, print the tables, write the results.
 
-uv run python -m bench                 # everything (25-45 minutes on a quiet 2-core machine)
+uv run python -m bench                 # everything (40-60 minutes on a quiet 2-core machine)
 uv run python -m bench --part 1 --part 4 --runs 5
 uv run python -m bench --quick --out /tmp/b    # the smoke-test form
 """
@@ -15,7 +15,14 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import part1_single, part2_concurrency, part3_long_chat, part4_pages, part5_memory
+from bench import (
+    part1_single,
+    part2_concurrency,
+    part3_long_chat,
+    part4_pages,
+    part5_memory,
+    part6_long_prompt,
+)
 from bench.context import Config, Context
 from bench.machine import describe, physical_cores
 from bench.models import benchmark_model
@@ -30,6 +37,7 @@ PARTS: dict[int, Callable[[Context], PartResult]] = {
     3: part3_long_chat.run,
     4: part4_pages.run,
     5: part5_memory.run,
+    6: part6_long_prompt.run,
 }
 
 
@@ -61,6 +69,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--model", type=Path, help="a real GGUF instead of the synthetic model")
     p.add_argument("--max-tokens", type=int, help="answer length (default 128; 8 with --quick)")
+    p.add_argument(
+        "--no-build",
+        action="store_true",
+        help="do not build llama-server when it is missing (its rows are skipped)",
+    )
     p.add_argument(
         "--quick",
         action="store_true",
@@ -107,6 +120,10 @@ def make_config(args: argparse.Namespace) -> Config:
         sidebar_chats=5 if quick else 200,
         connections=4 if quick else 32,
         duration_s=1 if quick else 10,
+        slot_ctx=1024 if quick else 2048,
+        slots=4,
+        build_llama_server=not (quick or args.no_build),
+        long_words=60 if quick else 1500,
     )
 
 

@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.llama_server import LlamaServer, locate, run_llama_server
 from bench.services import rss_mb, run_bench_stack
 from parlor.stack import Stack
+from parlor.supervisor import Service, run_service
 
 # A first message of ordinary length (about 90 tokens with Qwen's tokenizer). Every depth
 # gets the same text after a short per-run tag: the tag makes each run a fresh prompt, so
@@ -20,6 +22,13 @@ PROMPT = (
     "overnight, and which two or three viewpoints are worth a detour. Keep it practical, "
     "and mention anything that tends to go wrong on such trips."
 )
+
+
+def long_text(words: int) -> str:
+    """About `words` words of ordinary prose (the PROMPT, over and over): a long prompt,
+    about 1,700 Qwen tokens for 1,500 words."""
+    base = PROMPT.split()
+    return " ".join(base[i % len(base)] for i in range(words))
 
 
 @dataclass
@@ -42,9 +51,17 @@ class Config:
     sidebar_chats: int
     connections: int
     duration_s: int
+    # Parts 2 and 6: lm_api alone and llama-server, each with `slots` slots of `slot_ctx`.
+    slot_ctx: int = 2048
+    slots: int = 4
+    build_llama_server: bool = True  # build it when it is missing (not in --quick)
+    long_words: int = 1500  # part 6's long prompt
 
     def prompt(self, tag: str) -> list[dict[str, str]]:
         return [{"role": "user", "content": f"[{tag}] {PROMPT}"}]
+
+    def long_prompt(self, tag: str) -> list[dict[str, str]]:
+        return [{"role": "user", "content": f"[{tag}] {long_text(self.long_words)}"}]
 
     def run_info(self, machine: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -69,6 +86,8 @@ class Context:
     memory_peaks: dict[str, float] = field(default_factory=dict)
     memory_idle: dict[str, float] = field(default_factory=dict)
     peer_pid: int | None = None
+    _lm_alone: Service | None = None
+    _llama: tuple[LlamaServer | None, str] | None = None
 
     @property
     def stack(self) -> Stack:
@@ -87,6 +106,49 @@ class Context:
             # Idle memory: every service up, the model loaded, nothing asked yet.
             self.memory_idle = {k: rss_mb(pid) for k, pid in self._stack.pids().items()}
         return self._stack
+
+    @property
+    def lm_alone(self) -> Service:
+        """lm_api on its own (no chat_ui, no token), with the slots llama-server gets: the
+        like-for-like side of parts 2 and 6."""
+        if self._lm_alone is None:
+            cfg = self.config
+            logs = cfg.workdir / "lm_alone"
+            logs.mkdir(parents=True, exist_ok=True)
+            env = {
+                "LM_API_MODEL_PATH": str(cfg.model),
+                "LM_API_N_THREADS": str(cfg.threads),
+                "LM_API_N_CTX": str(cfg.slot_ctx),
+                "LM_API_PARALLEL": str(cfg.slots),
+                "LM_API_ENGINE": cfg.engine,
+                "LM_API_MAX_QUEUE": "16",
+                "LM_API_MAX_TOKENS": str(cfg.max_tokens),
+            }
+            self._lm_alone = self.exits.enter_context(
+                run_service("lm_api", "lm_api.main:app", env, logs, deadline_s=600)
+            )
+        return self._lm_alone
+
+    @property
+    def llama_server(self) -> tuple[LlamaServer | None, str]:
+        """(llama-server with the same model, threads and slots, or None; a note)."""
+        if self._llama is None:
+            cfg = self.config
+            binary, note = locate(may_build=cfg.build_llama_server)
+            server = None
+            if binary is not None:
+                server = self.exits.enter_context(
+                    run_llama_server(
+                        binary,
+                        cfg.model,
+                        cfg.workdir / "llama_server",
+                        threads=cfg.threads,
+                        slot_ctx=cfg.slot_ctx,
+                        slots=cfg.slots,
+                    )
+                )
+            self._llama = (server, note)
+        return self._llama
 
     def close(self) -> None:
         self.exits.close()

@@ -61,11 +61,13 @@ def run(ctx: Context) -> PartResult:
         }
         rows[name] = row
         table.add(name, num(row["idle_mb"], 0), num(row["after_mb"], 0), num(row["peak_mb"], 0))
-    peer = "llama_cpp.server (peer)"
-    if peer in ctx.memory_peaks:
-        rows[peer] = {"peak_mb": ctx.memory_peaks[peer]}
-        table.add(peer, "-", "-", num(ctx.memory_peaks[peer], 0))
-    total = {k: sum(r[k] for n, r in rows.items() if n != peer) for k in ("idle_mb", "peak_mb")}
+    parlor = set(rows)
+    # The other servers part 2 ran (not part of Parlor's total).
+    for other, peak in ctx.memory_peaks.items():
+        if other not in parlor:
+            rows[other] = {"peak_mb": peak}
+            table.add(other, "-", "-", num(peak, 0))
+    total = {k: sum(r[k] for n, r in rows.items() if n in parlor) for k in ("idle_mb", "peak_mb")}
     table.add("**Parlor total**", num(total["idle_mb"], 0), "-", num(total["peak_mb"], 0))
     result.tables.append(table)
     result.data["rss_mb"] = rows

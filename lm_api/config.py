@@ -66,9 +66,13 @@ class Settings(BaseSettings):
     # batched: up to `parallel` generations decode together (continuous batching), so
     # concurrent chats share each pass over the weights and each keeps its own prompt
     # cache; n_ctx is the context of each of them. fifo: one generation at a time, one
-    # context (a little faster for a lone chat, everyone else waits).
+    # context, everyone else waits.
     engine: Literal["fifo", "batched"] = "batched"
     parallel: int = Field(default=4, ge=1, le=64)
+    # batched: how long a step that reads prompt tokens beside running answers may take,
+    # in plain decode steps (running answers keep their pace while a long prompt is
+    # read a few tokens a step); 0: no limit, prompts are read n_batch tokens a step.
+    step_budget: float = Field(default=2.0, ge=0.0)
 
     @property
     def served_model_name(self) -> str:

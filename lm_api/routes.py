@@ -32,6 +32,7 @@ from lm_api.engines.base import (
     Failed,
     Finished,
     Generation,
+    InvalidParam,
     NotReady,
     QueueFull,
     TextDelta,
@@ -303,16 +304,14 @@ def _submit(engine: Engine, body: ChatCompletionRequest) -> Generation:
             engine.prepare(
                 [m.for_template() for m in body.messages],
                 max_tokens=body.wanted_tokens(),
-                temperature=body.temperature,
-                top_p=body.top_p,
                 stop=body.stop_list(),
-                seed=body.seed,
-                frequency_penalty=body.frequency_penalty,
-                presence_penalty=body.presence_penalty,
+                sampling=body.sampling(),
             )
         )
     except NotReady as exc:
         raise not_ready(str(exc)) from exc
+    except InvalidParam as exc:
+        raise OpenAIError(400, str(exc), param=exc.param) from exc
     except ContextLengthExceeded as exc:
         raise OpenAIError(400, str(exc), param="messages", code="context_length_exceeded") from exc
     except QueueFull as exc:

@@ -10,6 +10,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
+from lm_api.engines.sampling import (
+    DEFAULT_MIN_P,
+    DEFAULT_REPEAT_LAST_N,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_K,
+    DEFAULT_TOP_P,
+    Sampling,
+)
+
+# OpenAI's limit on logit_bias entries.
+MAX_LOGIT_BIAS = 300
+
 StrictInt = Annotated[int, Strict()]
 StrictFloat = Annotated[float, Strict()]  # accepts ints too, rejects strings
 StrictStr = Annotated[str, Strict()]
@@ -52,15 +64,35 @@ class ChatCompletionRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: StrictInt | None = Field(default=None, ge=1)
     max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
-    temperature: StrictFloat = Field(default=0.8, ge=0.0, le=2.0)
-    top_p: StrictFloat = Field(default=0.95, gt=0.0, le=1.0)
+    # Sampling: OpenAI's fields plus llama-server's (top_k, min_p, repeat_penalty,
+    # repeat_last_n), with llama.cpp's defaults; applied in llama.cpp's order
+    # (lm_api.engines.sampling).
+    temperature: StrictFloat = Field(default=DEFAULT_TEMPERATURE, ge=0.0, le=2.0)
+    top_k: StrictInt = Field(default=DEFAULT_TOP_K, ge=0)
+    top_p: StrictFloat = Field(default=DEFAULT_TOP_P, gt=0.0, le=1.0)
+    min_p: StrictFloat = Field(default=DEFAULT_MIN_P, ge=0.0, le=1.0)
+    repeat_penalty: StrictFloat = Field(default=1.0, gt=0.0, le=2.0)
+    repeat_last_n: StrictInt = Field(default=DEFAULT_REPEAT_LAST_N, ge=-1)
     frequency_penalty: StrictFloat = Field(default=0.0, ge=-2.0, le=2.0)
     presence_penalty: StrictFloat = Field(default=0.0, ge=-2.0, le=2.0)
+    # OpenAI's shape: {"<token id>": bias}, bias from -100 (never) to 100 (always).
+    logit_bias: dict[StrictStr, Annotated[StrictFloat, Field(ge=-100.0, le=100.0)]] | None = None
     stop: StrictStr | list[StrictStr] | None = None
-    seed: StrictInt | None = None
+    seed: StrictInt | None = Field(default=None, ge=-1, le=0xFFFFFFFF)
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     n: StrictInt = Field(default=1, ge=1, le=1)
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_ids(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        if v is not None:
+            if len(v) > MAX_LOGIT_BIAS:
+                raise ValueError(f"at most {MAX_LOGIT_BIAS} tokens")
+            bad = [k for k in v if not k.isascii() or not k.isdigit()]
+            if bad:
+                raise ValueError(f"keys must be token ids (integers), not {bad[0]!r}")
+        return v
 
     @field_validator("stop")
     @classmethod
@@ -73,6 +105,20 @@ class ChatCompletionRequest(BaseModel):
         if self.stop is None:
             return []
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    def sampling(self) -> Sampling:
+        return Sampling(
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            min_p=self.min_p,
+            repeat_penalty=self.repeat_penalty,
+            repeat_last_n=self.repeat_last_n,
+            frequency_penalty=self.frequency_penalty,
+            presence_penalty=self.presence_penalty,
+            seed=self.seed,
+            logit_bias=tuple((int(k), v) for k, v in (self.logit_bias or {}).items()),
+        )
 
     def wanted_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_tokens is None else self.max_tokens

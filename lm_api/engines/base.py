@@ -19,6 +19,7 @@ from typing import Any, Literal
 import llama_cpp
 
 from lm_api.config import Settings
+from lm_api.engines.sampling import DEFAULT_SAMPLING, Sampling
 from lm_api.metrics import Metrics
 from lm_api.prompt import ChatPrompter, Prompt
 
@@ -38,6 +39,14 @@ class QueueFull(Exception):
     """Too many requests are waiting already."""
 
 
+class InvalidParam(ValueError):
+    """A request parameter only the loaded model can judge (e.g. a token id)."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 class ContextLengthExceeded(Exception):
     def __init__(self, prompt_tokens: int, n_ctx: int) -> None:
         super().__init__(
@@ -52,12 +61,8 @@ class ContextLengthExceeded(Exception):
 class GenerationRequest:
     prompt: Prompt
     max_tokens: int  # already clamped to what is left of the context
-    temperature: float
-    top_p: float
     stop: tuple[str, ...]  # the request's stops plus the chat format's
-    seed: int | None
-    frequency_penalty: float = 0.0
-    presence_penalty: float = 0.0
+    sampling: Sampling = DEFAULT_SAMPLING
 
 
 @dataclass(frozen=True)
@@ -332,15 +337,18 @@ class Engine(abc.ABC):
         messages: list[dict[str, Any]],
         *,
         max_tokens: int | None,
-        temperature: float,
-        top_p: float,
         stop: list[str],
-        seed: int | None,
-        frequency_penalty: float = 0.0,
-        presence_penalty: float = 0.0,
+        sampling: Sampling = DEFAULT_SAMPLING,
     ) -> GenerationRequest:
-        """Format and tokenize (raises NotReady, ValueError, ContextLengthExceeded)."""
+        """Format and tokenize (raises NotReady, InvalidParam, ValueError,
+        ContextLengthExceeded)."""
         _, prompter, n_ctx = self._ready()
+        with self._lock:
+            vocab = self._vocab
+        try:
+            sampling.check(int(llama_cpp.llama_vocab_n_tokens(vocab)))
+        except ValueError as exc:
+            raise InvalidParam("logit_bias", str(exc)) from exc
         prompt = prompter.build(messages)
         room = n_ctx - len(prompt.tokens)
         if room < 1:
@@ -349,12 +357,8 @@ class Engine(abc.ABC):
         return GenerationRequest(
             prompt=prompt,
             max_tokens=min(wanted, room),
-            temperature=temperature,
-            top_p=top_p,
             stop=(*stop, *prompt.stop),
-            seed=seed,
-            frequency_penalty=frequency_penalty,
-            presence_penalty=presence_penalty,
+            sampling=sampling,
         )
 
     def submit(self, request: GenerationRequest) -> Generation:

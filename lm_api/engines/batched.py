@@ -1,22 +1,42 @@
-"""The batched engine: several generations decoding together (continuous batching).
+"""The batched engine: several generations decoding together (continuous batching), and
+prompts read without freezing the answers already running (stall-free batching).
 
-One llama.cpp context holds `parallel` sequences ("slots"), each with its own n_ctx of KV
-cells. One worker thread loops: admit waiting requests into free slots (evaluating each
-new prompt on its own), then ONE `llama_decode` carrying the next token of every running
-sequence, then sample each sequence with its own sampler chain. Decoding on a CPU is
-bound by reading the weights, so one pass serving four sequences costs little more than
-one serving a single sequence: aggregate throughput grows with the number of chats.
+One llama.cpp context holds `parallel` sequences ("slots"). One worker thread loops:
+admit waiting requests into free slots, then ONE `llama_decode` per step, then sample
+every sequence whose logits that step produced. Each step's batch is filled the way
+Sarathi-Serve's stall-free batching (vLLM's chunked prefill) fills it:
 
-Each running generation is a `Sequence` (lm_api.engines.sequence), as in the FIFO engine:
-the text, stop strings, end and metrics of a generation are the same whichever engine runs.
+1. the next token of every running answer, first;
+2. then prompt tokens of newly admitted requests, oldest first, but only as many as keep
+   the step within `LM_API_STEP_BUDGET` (default 2) plain decode steps, measured as the
+   engine runs (`StepBudget`). With no answer streaming there is nobody to hold up, and
+   a prompt is read `n_batch` tokens a step, as fast as llama.cpp reads it. (An answer
+   that has given only its first token is not streaming yet: the prompts of a burst of
+   requests that arrived while the first one's was read are read together, whole.)
+
+So a 2,000-token prompt arriving while two answers stream is read a few tokens per step
+beside them: their next token comes at most about twice as late as usual, instead of
+after the whole prompt. Decoding on a CPU is bound by reading the weights, so one pass
+serving four sequences costs little more than one serving a single sequence: aggregate
+throughput grows with the number of chats.
+
+The KV cache is one unified buffer of n_ctx * parallel cells (llama.cpp's `kv_unified`,
+as llama-server uses with automatic slots). With one buffer per sequence instead,
+llama.cpp splits a batch into equal-sized pieces per sequence, so a step mixing one
+answer token with a prompt chunk would cost two passes over the weights. Each request is
+still held to n_ctx tokens (prompt + answer) by `Engine.prepare`, so the cells always
+suffice, and each slot keeps the cache of its last prompt and answer for the next turn.
+
+Each running generation is a `Sequence` (lm_api.engines.sequence), as in the FIFO engine,
+and samples with the same `SamplerChain` (lm_api.engines.sampling).
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-import random
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,18 +44,67 @@ import llama_cpp
 from llama_cpp import _internals as internals
 
 from lm_api.config import Settings
-from lm_api.engines.base import Engine, Generation, GenerationRequest, Loader, load_llama
-from lm_api.engines.sequence import EndReason, Sequence
+from lm_api.engines.base import Engine, Generation, Loader, load_llama
+from lm_api.engines.sampling import SamplerChain
+from lm_api.engines.sequence import EndReason, Sequence, common_prefix
 from lm_api.metrics import Metrics
 
 log = logging.getLogger("lm_api")
 
-# How many recent tokens the frequency/presence penalties look at (llama.cpp's default).
-PENALTY_LAST_N = 64
 # Context of the Llama object the loader makes (its KV cache goes unused).
 LOADER_N_CTX = 64
 # llama.cpp's default physical batch: prompt chunks are computed this many tokens at a time.
 N_UBATCH = 512
+
+
+class StepBudget:
+    """How many prompt tokens a step may carry beside `rows` running answers.
+
+    It learns, as the engine runs, what a plain step of `rows` answers costs (the whole
+    step: decode, sampling, handing the tokens out) and what each prompt token adds to
+    the decode, and allows as many prompt tokens as keep the step within `factor` plain
+    steps; always at least one, so a prompt is read even when a token costs more than
+    the whole budget.
+    """
+
+    ALPHA = 0.25  # weight of the newest measurement in the moving averages
+    FIRST_GUESS = 8  # prompt tokens per step before anything is measured
+
+    def __init__(self, factor: float, limit: int) -> None:
+        self.factor = factor
+        self.limit = limit  # at most this many tokens in a step (n_batch)
+        self._step_s: dict[int, float] = {}  # rows -> seconds of a plain step
+        self._decode_s: dict[int, float] = {}  # rows -> seconds of its llama_decode
+        self._token_s: float | None = None  # seconds one prompt token adds to a decode
+
+    def _avg(self, old: float | None, new: float) -> float:
+        return new if old is None else old + self.ALPHA * (new - old)
+
+    def prompt_tokens(self, rows: int, *, protect: bool = True) -> int:
+        """Prompt tokens allowed beside `rows` answer tokens; all that fit when there is no
+        answer pace to `protect`."""
+        room = self.limit - rows
+        if rows == 0 or not protect or self.factor <= 0:
+            return room  # nobody to hold up, or no limit asked for
+        step_s = self._step_s.get(rows)
+        if step_s is None or self._token_s is None:
+            return max(1, min(self.FIRST_GUESS, room))
+        allowed = int((self.factor - 1.0) * step_s / self._token_s)
+        return max(1, min(allowed, room))
+
+    def record(self, rows: int, prompt_tokens: int, decode_s: float, step_s: float) -> None:
+        """Learn from a step of `rows` answer tokens and `prompt_tokens` prompt tokens
+        whose llama_decode took `decode_s` and the whole step `step_s`."""
+        if rows == 0:
+            return
+        if prompt_tokens == 0:
+            self._decode_s[rows] = self._avg(self._decode_s.get(rows), decode_s)
+            self._step_s[rows] = self._avg(self._step_s.get(rows), step_s)
+            return
+        plain = self._decode_s.get(rows)
+        if plain is not None:
+            per_token = max(decode_s - plain, 0.0) / prompt_tokens
+            self._token_s = max(self._avg(self._token_s, per_token), 1e-7)
 
 
 @dataclass
@@ -47,17 +116,19 @@ class Slot:
     last_used: int = 0  # admission counter: free slots are reused least recently used first
     gen: Generation | None = None
     seq: Sequence | None = None  # the running generation's text side, once started
-    sampler: Any = None
+    chain: SamplerChain | None = None
+    todo: list[int] = field(default_factory=list)  # prompt tokens still to be read
     pending: int = -1  # sampled, sent, not yet decoded into the KV cache
 
 
-def common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
+@dataclass
+class Row:
+    """A slot's tokens in this step's batch; `index` is the batch row of its last one."""
+
+    slot: Slot
+    tokens: list[int]
+    index: int = 0
+    samples: bool = True  # its logits give the slot's next token
 
 
 class BatchedEngine(Engine):
@@ -71,6 +142,7 @@ class BatchedEngine(Engine):
         self._ctx: internals.LlamaContext | None = None
         self._batch: internals.LlamaBatch | None = None
         self._n_batch = max(settings.n_batch, settings.parallel)
+        self._budget = StepBudget(settings.step_budget, self._n_batch)
         self._slots = [Slot(seq_id=i) for i in range(settings.parallel)]
         # Guarded by _lock: the waiting line, its count (cancelled ones leave at once, the
         # deque drops them lazily), and how many slots are taken.
@@ -96,7 +168,10 @@ class BatchedEngine(Engine):
         self._wake.notify()
 
     def _layout(self, llm: llama_cpp.Llama) -> str:
-        return f"batched engine: {self._parallel} sequences of n_ctx={self._settings.n_ctx}"
+        return (
+            f"batched engine: {self._parallel} sequences of n_ctx={self._settings.n_ctx}, "
+            f"step budget {self._settings.step_budget or 'unlimited'}"
+        )
 
     # lifecycle
 
@@ -126,15 +201,15 @@ class BatchedEngine(Engine):
     def _make_context(self, llm: llama_cpp.Llama) -> tuple[internals.LlamaContext, Any]:
         """A second context on the loaded weights, with room for every sequence.
 
-        The loader's `Llama` keeps its own one-sequence context (the tokenizer and the chat
-        template come from it); ours has n_ctx * parallel cells and one KV stream per
-        sequence (kv_unified off), so each sequence gets exactly n_ctx cells.
+        The loader's `Llama` keeps its own small context (the tokenizer and the chat
+        template come from it); ours has n_ctx * parallel cells in one unified KV buffer
+        (see the module's docstring).
         """
         s = self._settings
         params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
         params.n_ctx = s.n_ctx * self._parallel
         params.n_seq_max = self._parallel
-        params.kv_unified = False
+        params.kv_unified = True
         params.n_batch = self._n_batch
         params.n_ubatch = min(N_UBATCH, self._n_batch)
         ctx = internals.LlamaContext(model=llm._model, params=params, verbose=False)
@@ -161,7 +236,7 @@ class BatchedEngine(Engine):
                     self._step(active)
         finally:
             for slot in self._slots:
-                self._free_sampler(slot)
+                self._free_chain(slot)
             batch.close()
             ctx.close()
 
@@ -199,7 +274,7 @@ class BatchedEngine(Engine):
         return best
 
     def _start(self, slot: Slot) -> None:
-        """Evaluate the prompt of a newly admitted generation and take its first token."""
+        """Set up a newly admitted generation: what of its prompt is cached, what to read."""
         gen = slot.gen
         assert gen is not None and self._ctx is not None
         assert self._llm is not None
@@ -207,11 +282,14 @@ class BatchedEngine(Engine):
         prompt = req.prompt.tokens
         slot.seq = Sequence(gen, self._llm, self._vocab, self._metrics)
         slot.pending = -1
-        slot.sampler = self._make_sampler(req)
-        if gen.cancelled.is_set():
-            self._end(slot, "cancelled")
+        try:
+            slot.chain = SamplerChain(req.sampling, self._vocab, n_ctx=self._settings.n_ctx)
+            slot.chain.prime(prompt)
+        except Exception as exc:
+            slot.seq.fail(exc)
+            self._end(slot, "error")
             return
-        # Keep the cached prefix, but always evaluate at least the last prompt token: its
+        # Keep the cached prefix, but always read at least the last prompt token: its
         # logits give the first answer token.
         keep = min(common_prefix(slot.cached, prompt), len(prompt) - 1)
         mem = self._ctx.memory
@@ -219,48 +297,63 @@ class BatchedEngine(Engine):
             llama_cpp.llama_memory_seq_rm(mem, slot.seq_id, -1, -1)
             keep = 0
         slot.cached = prompt[:keep]
-        try:
-            for at in range(keep, len(prompt), self._n_batch):
-                if gen.cancelled.is_set():
-                    self._end(slot, "cancelled")
-                    return
-                chunk = prompt[at : at + self._n_batch]
-                self._fill([(slot, chunk, at)], logits_last_only=True)
-                self._decode()
-                slot.cached.extend(chunk)
-            token = self._sample(slot, len(chunk) - 1)
-        except Exception as exc:
-            self._error([slot], exc)
-            return
-        self._take(slot, token)
+        slot.todo = prompt[keep:]
+
+    def _plan(self, active: list[Slot]) -> tuple[list[Row], int]:
+        """This step's rows: every running answer's next token, then prompt chunks within
+        the budget (oldest admission first); and how many answer rows lead them."""
+        rows = [Row(s, [s.pending]) for s in active if not s.todo]
+        n_answers = len(rows)
+        # An answer that has only just given its first token has no pace yet: prompts
+        # that arrived while its own was read join this step whole, as if they had come
+        # together with it (a burst of chats gets its first tokens as soon as possible).
+        streaming = any(r.slot.seq is not None and r.slot.seq.n > 1 for r in rows)
+        room = self._budget.prompt_tokens(n_answers, protect=streaming)
+        for s in sorted((s for s in active if s.todo), key=lambda s: s.last_used):
+            n = min(len(s.todo), room)
+            if n <= 0:
+                break
+            rows.append(Row(s, s.todo[:n], samples=n == len(s.todo)))
+            room -= n
+        return rows, n_answers
 
     def _step(self, active: list[Slot]) -> None:
-        """One decode with the pending token of every running sequence, then sample each."""
-        self._fill([(s, [s.pending], len(s.cached)) for s in active], logits_last_only=False)
+        """One decode of this step's rows, then sample each slot whose logits it made."""
+        started = time.perf_counter()
+        rows, n_answers = self._plan(active)
+        self._fill(rows)
         try:
             self._decode()
-            for s in active:
-                s.cached.append(s.pending)
-            tokens = [self._sample(s, i) for i, s in enumerate(active)]
+            decoded = time.perf_counter()
+            for r in rows:
+                r.slot.cached.extend(r.tokens)
+            for r in rows[n_answers:]:
+                del r.slot.todo[: len(r.tokens)]
+            sampled = [(r.slot, self._sample(r.slot, r.index)) for r in rows if r.samples]
         except Exception as exc:
-            self._error(active, exc)
+            self._error([r.slot for r in rows], exc)
             return
-        for s, token in zip(active, tokens, strict=True):
-            self._take(s, token)
+        for slot, token in sampled:
+            self._take(slot, token)
+        n_prompt = sum(len(r.tokens) for r in rows[n_answers:])
+        ended = time.perf_counter()
+        self._budget.record(n_answers, n_prompt, decoded - started, ended - started)
 
-    def _fill(self, rows: list[tuple[Slot, list[int], int]], *, logits_last_only: bool) -> None:
-        """Put (slot, tokens, first position) rows into the batch."""
+    def _fill(self, rows: list[Row]) -> None:
+        """Put the rows into the batch; logits only for each row's last token if it samples."""
         assert self._batch is not None
         b = self._batch.batch
         i = 0
-        for slot, tokens, pos in rows:
-            for j, token in enumerate(tokens):
+        for row in rows:
+            pos, seq_id, last = len(row.slot.cached), row.slot.seq_id, len(row.tokens) - 1
+            for j, token in enumerate(row.tokens):
                 b.token[i] = token
                 b.pos[i] = pos + j
                 b.n_seq_id[i] = 1
-                b.seq_id[i][0] = slot.seq_id
-                b.logits[i] = not logits_last_only or j == len(tokens) - 1
+                b.seq_id[i][0] = seq_id
+                b.logits[i] = row.samples and j == last
                 i += 1
+            row.index = i - 1
         b.n_tokens = i
 
     def _decode(self) -> None:
@@ -268,37 +361,13 @@ class BatchedEngine(Engine):
         self._ctx.decode(self._batch)
 
     def _sample(self, slot: Slot, index: int) -> int:
-        assert self._ctx is not None
-        return int(llama_cpp.llama_sampler_sample(slot.sampler, self._ctx.ctx, index))
+        assert self._ctx is not None and slot.chain is not None
+        return slot.chain.sample(self._ctx.ctx, index)
 
-    def _make_sampler(self, req: GenerationRequest) -> Any:
-        params = llama_cpp.llama_sampler_chain_default_params()
-        chain = llama_cpp.llama_sampler_chain_init(params)
-        add = llama_cpp.llama_sampler_chain_add
-        if req.frequency_penalty or req.presence_penalty:
-            add(
-                chain,
-                llama_cpp.llama_sampler_init_penalties(
-                    llama_cpp.llama_vocab_n_tokens(self._vocab),
-                    PENALTY_LAST_N,
-                    1.0,
-                    req.frequency_penalty,
-                    req.presence_penalty,
-                ),
-            )
-        if req.temperature <= 0:
-            add(chain, llama_cpp.llama_sampler_init_greedy())
-            return chain
-        seed = req.seed if req.seed is not None else random.getrandbits(31)
-        add(chain, llama_cpp.llama_sampler_init_top_p(req.top_p, 1))
-        add(chain, llama_cpp.llama_sampler_init_temp(req.temperature))
-        add(chain, llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
-        return chain
-
-    def _free_sampler(self, slot: Slot) -> None:
-        if slot.sampler is not None:
-            llama_cpp.llama_sampler_free(slot.sampler)
-            slot.sampler = None
+    def _free_chain(self, slot: Slot) -> None:
+        if slot.chain is not None:
+            slot.chain.close()
+            slot.chain = None
 
     def _take(self, slot: Slot, token: int) -> None:
         """Hand a sampled token to its sequence; free the slot if the generation ends."""
@@ -323,7 +392,8 @@ class BatchedEngine(Engine):
         """End the slot's generation (unless it ended already) and free the slot."""
         assert slot.seq is not None
         slot.seq.finish(reason)
-        self._free_sampler(slot)
+        self._free_chain(slot)
         slot.gen, slot.seq, slot.pending = None, None, -1
+        slot.todo = []
         with self._lock:
             self._running -= 1

@@ -1,22 +1,22 @@
 """The FIFO engine: one llama.cpp context, generations one at a time, in arrival order.
 
-Simple and a little faster for a lone chat (llama-cpp-python's own generate loop and its
-prompt cache); everyone else waits in a bounded line. `LM_API_ENGINE=fifo`.
+Simple: llama-cpp-python's context and its prompt cache, the same sampler chain as the
+batched engine (lm_api.engines.sampling); everyone else waits in a bounded line.
+`LM_API_ENGINE=fifo`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
-import random
 import threading
 
 import llama_cpp
 
 from lm_api.config import Settings
 from lm_api.engines.base import Engine, Generation, Loader, load_llama
-from lm_api.engines.sequence import EndReason, Sequence
+from lm_api.engines.sampling import SamplerChain
+from lm_api.engines.sequence import EndReason, Sequence, common_prefix
 from lm_api.metrics import Metrics
 
 log = logging.getLogger("lm_api")
@@ -88,30 +88,29 @@ class FifoEngine(Engine):
     def _run(self, gen: Generation) -> None:
         assert self._llm is not None
         llm, req = self._llm, gen.request
+        prompt = req.prompt.tokens
         seq = Sequence(gen, llm, self._vocab, self._metrics)
         end: EndReason | None = None
+        chain: SamplerChain | None = None
         try:
-            llm.set_seed(req.seed if req.seed is not None else random.getrandbits(31))
-            tokens = llm.generate(
-                req.prompt.tokens,
-                temp=req.temperature,
-                top_p=req.top_p,
-                repeat_penalty=1.0,
-                frequency_penalty=req.frequency_penalty,
-                presence_penalty=req.presence_penalty,
-                # reset=True (the default) still keeps the KV cache of the longest common
-                # prefix with the previous generation: a growing chat re-reads only its tail.
-            )
-            try:
-                for token in tokens:
-                    end = seq.take(token)
-                    if end is not None:
-                        break
-            finally:
-                with contextlib.suppress(Exception):
-                    tokens.close()
+            chain = SamplerChain(req.sampling, self._vocab, n_ctx=llm.n_ctx())
+            chain.prime(prompt)
+            # Keep the KV cache of the longest prefix shared with what the context holds
+            # (a growing chat re-reads only its tail), but evaluate at least the last
+            # prompt token: its logits give the first answer token.
+            cached = llm.input_ids[: llm.n_tokens].tolist()
+            llm.n_tokens = min(common_prefix(cached, prompt), len(prompt) - 1)
+            llm.eval(prompt[llm.n_tokens :])
+            while end is None:
+                token = chain.sample(llm.ctx, -1)
+                end = seq.take(token)  # checks cancellation first
+                if end is None:
+                    llm.eval([token])
         except Exception as exc:  # never let one request kill the worker
             llm.reset()  # the context state is unknown now: re-read the next prompt fully
             seq.fail(exc)
             return
-        seq.finish(end or "length")
+        finally:
+            if chain is not None:
+                chain.close()
+        seq.finish(end)

@@ -25,6 +25,16 @@ log = logging.getLogger("lm_api")
 EndReason = Literal["stop", "length", "cancelled", "error"]
 
 
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens two token lists share (what a KV cache can keep)."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 class Sequence:
     """The text side of one generation: token in, text events out, then its end."""
 

@@ -1,6 +1,7 @@
 """The benchmark suite in its tiniest form, so it cannot rot: every part runs end to end
 (toy model, one run, a few tokens, tiny pages) and writes the tables and JSON it promises.
-No speed is asserted: only that every row is there and nothing failed."""
+No speed is asserted: only that every row is there and nothing failed. The llama-server
+peer takes part when it has been built (bench/work/), and is skipped with a note when not."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from bench.__main__ import main
+from bench.llama_server import BINARY
 from bench.pages import parse_wrk
 from parlor.nginx import nginx_binary
 
@@ -33,13 +35,13 @@ def _part(out: Path, number: int) -> dict[str, Any]:
 
 def _column(table: dict[str, Any], name: str) -> list[str]:
     index = table["columns"].index(name)
-    return [row[index] for row in table["rows"]]
+    return [str(row[index]) for row in table["rows"]]
 
 
 def test_every_part_ran_without_failures(quick_run: tuple[int, Path]) -> None:
     status, out = quick_run
     assert status == 0
-    for number in range(1, 6):
+    for number in range(1, 7):
         data = _part(out, number)
         assert data["failures"] == 0, data["notes"]
         assert data["run"]["quick"] is True
@@ -49,7 +51,7 @@ def test_every_part_ran_without_failures(quick_run: tuple[int, Path]) -> None:
 def test_results_md_names_the_machine_and_every_part(quick_run: tuple[int, Path]) -> None:
     _, out = quick_run
     text = (out / "RESULTS.md").read_text()
-    for number in range(1, 6):
+    for number in range(1, 7):
         assert f"## Part {number}:" in text
     for fact in ("physical cores", "llama-cpp-python", "commit", "threads"):
         assert fact in text
@@ -69,18 +71,45 @@ def test_part1_has_three_depths_with_numbers(quick_run: tuple[int, Path]) -> Non
     assert all(tps != "-" for tps in _column(table, "decode tok/s")[:2])
 
 
-def test_part2_covers_both_servers_at_each_level(quick_run: tuple[int, Path]) -> None:
+# llama-server is built once by `python -m bench.llama_server` (never by the smoke form).
+LLAMA_SERVER = BINARY.is_file()
+
+
+def test_part2_covers_every_server_at_each_level(quick_run: tuple[int, Path]) -> None:
     _, out = quick_run
-    table = _part(out, 2)["tables"][0]
+    data = _part(out, 2)
+    table = data["tables"][0]
     pairs = list(zip(_column(table, "server"), _column(table, "chats"), strict=True))
-    assert pairs == [
-        ("Parlor (full stack)", "1"),
-        ("Parlor (full stack)", "2"),
-        ("llama_cpp.server (peer)", "1"),
-        ("llama_cpp.server (peer)", "2"),
+    servers = ["Parlor (full stack)", "lm_api"]
+    servers += ["llama-server"] if LLAMA_SERVER else []
+    servers += ["llama_cpp.server (peer)"]
+    assert pairs == [(s, n) for s in servers for n in ("1", "2")] + [
+        ("in-process (llama-cpp-python)", "1")
     ]
     assert set(_column(table, "failures")) == {"0"}
     assert all(v != "-" for v in _column(table, "aggregate tok/s"))
+    titles = [t["title"] for t in data["tables"]]
+    lone = data["tables"][titles.index("A lone stream: lm_api against llama-cpp-python in-process")]
+    assert _column(lone, "")[:2] == ["in-process (llama-cpp-python)", "lm_api"]
+    assert any(n.startswith("Target: lm_api's lone stream") for n in data["notes"])
+    if LLAMA_SERVER:
+        versus = data["tables"][1]
+        assert _column(versus, "chats") == ["1", "2"]
+        assert all(v != "-" for v in _column(versus, "aggregate lm_api / llama-server"))
+    else:
+        assert any("llama-server is not built" in n for n in data["notes"])
+
+
+def test_part6_times_the_streams_around_a_long_prompt(quick_run: tuple[int, Path]) -> None:
+    _, out = quick_run
+    data = _part(out, 6)
+    table = data["tables"][0]
+    assert _column(table, "server") == ["lm_api"] + (["llama-server"] if LLAMA_SERVER else [])
+    assert set(_column(table, "failures")) == {"0"}
+    for column in ("worst gap ms", "long prompt's first token ms", "same prompt alone ms"):
+        assert all(v != "-" for v in _column(table, column))
+    assert data["data"]["long_prompt_tokens"] > 100
+    assert any(n.startswith("Target: running answers' worst gap") for n in data["notes"])
 
 
 def test_part3_times_each_marked_turn(quick_run: tuple[int, Path]) -> None:
@@ -115,6 +144,8 @@ def test_part5_reports_every_service_idle_and_under_load(quick_run: tuple[int, P
     rss = _part(out, 5)["data"]["rss_mb"]
     for name in ("nginx", "chat_ui", "db_api", "lm_api", "llama_cpp.server (peer)"):
         assert rss[name]["peak_mb"] > 0
+    if LLAMA_SERVER:
+        assert rss["llama-server"]["peak_mb"] > 0
     for name in ("nginx", "chat_ui", "db_api", "lm_api"):
         assert rss[name]["idle_mb"] > 0
 

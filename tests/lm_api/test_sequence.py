@@ -44,10 +44,7 @@ def run(
         request = GenerationRequest(
             prompt=Prompt([1, 2, 3], ()),
             max_tokens=max_tokens,
-            temperature=0,
-            top_p=1,
             stop=stop,
-            seed=None,
         )
         gen = Generation(request, loop)
         seq = Sequence(gen, llm, llama_cpp.llama_model_get_vocab(llm.model), metrics)
@@ -123,7 +120,7 @@ class Started:
     def __init__(self, llm: llama_cpp.Llama) -> None:
         self.metrics = Metrics()
         self.loop = asyncio.new_event_loop()
-        self.gen = Generation(GenerationRequest(Prompt([1], ()), 10, 0, 1, (), None), self.loop)
+        self.gen = Generation(GenerationRequest(Prompt([1], ()), 10, ()), self.loop)
         vocab = llama_cpp.llama_model_get_vocab(llm.model)
         self.seq = Sequence(self.gen, llm, vocab, self.metrics)
 
