@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,6 @@ from tests.support import REPO, Stack
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-WAIT_MS = 60_000  # a deadline for a stuck page on a busy machine, not a timing check
 TURNS = 20  # 40 messages: the one searched for is far above the newest
 SHOTS = REPO / "test-artifacts" / "screenshots"
 
@@ -37,22 +34,6 @@ def stack(request: pytest.FixtureRequest) -> Stack:
 def shot(page: Any, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"))
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is absent (Debian: apt-get install chromium)")
-    from playwright.sync_api import expect, sync_playwright
-
-    expect.set_options(timeout=WAIT_MS)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"],
-        )
-        yield browser
-        browser.close()
 
 
 def chatgpt_export(title: str, needle_turn: int) -> list[dict[str, Any]]:
@@ -117,12 +98,12 @@ def import_through_the_form(page: Any, url: str, path: Path) -> None:
     expect(page.locator("#import-report")).to_contain_text("1 chat imported")
 
 
-def test_import_search_and_open_at_the_message(chromium: Any, stack: Stack, tmp_path: Path) -> None:
+def test_import_search_and_open_at_the_message(browser: Any, stack: Stack, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
     export = tmp_path / "conversations.json"
     export.write_text(json.dumps(chatgpt_export("Proxy notes", needle_turn=3)))
-    context = chromium.new_context(viewport={"width": 1200, "height": 700}, accept_downloads=True)
+    context = browser.new_context(viewport={"width": 1200, "height": 700}, accept_downloads=True)
     page = context.new_page()
     try:
         login(page, stack.url, f"searcher-{uuid.uuid4().hex[:8]}")
@@ -186,12 +167,12 @@ def test_import_search_and_open_at_the_message(chromium: Any, stack: Stack, tmp_
         context.close()
 
 
-def test_search_without_javascript(chromium: Any, stack: Stack, tmp_path: Path) -> None:
+def test_search_without_javascript(browser: Any, stack: Stack, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
     export = tmp_path / "conversations.json"
     export.write_text(json.dumps(chatgpt_export("Plain form chat", needle_turn=1)))
-    context = chromium.new_context(java_script_enabled=False)
+    context = browser.new_context(java_script_enabled=False)
     page = context.new_page()
     try:
         login(page, stack.url, f"nojs-{uuid.uuid4().hex[:8]}")
