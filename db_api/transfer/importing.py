@@ -8,12 +8,13 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from db_api.models import Chat, Message
+from db_api.schemas import Reason
 from db_api.transfer.tree import PreparedChat, PreparedMessage, Skipped
 
 ALREADY_IMPORTED = "already imported"
@@ -22,18 +23,8 @@ ALREADY_IMPORTED = "already imported"
 ANALYZE_AFTER_MESSAGES = 1000
 _CHAT_COLUMNS = frozenset(Chat.__table__.columns.keys())
 _MESSAGE_COLUMNS = frozenset(Message.__table__.columns.keys())
-_REASONS = frozenset(
-    {
-        "stopped",
-        "model_unreachable",
-        "model_error",
-        "model_stalled",
-        "context_exceeded",
-        "storage_unreachable",
-        "server_restarted",
-        "lease_expired",
-    }
-)
+# Reasons this version knows; an unknown one from a newer export is dropped, not refused.
+_REASONS = frozenset(get_args(Reason))
 
 
 @dataclass
