@@ -176,15 +176,16 @@ def update_chat(session: Session, owner: str, chat_id: uuid.UUID, fields: dict[s
     return chat
 
 
+def _delete_owned(session: Session, query: sa.Delete, what: str) -> None:
+    """Run one owner-scoped DELETE; NotFound naming `what` when it removed nothing."""
+    with session.begin():
+        if _rowcount(session.execute(query, execution_options=_NO_SYNC)) == 0:
+            raise NotFound(what)
+
+
 def delete_chat(session: Session, owner: str, chat_id: uuid.UUID) -> None:
     # ON DELETE CASCADE removes the messages in the same statement.
-    with session.begin():
-        result = session.execute(
-            sa.delete(Chat).where(Chat.id == chat_id, Chat.owner == owner),
-            execution_options=_NO_SYNC,
-        )
-        if _rowcount(result) == 0:
-            raise NotFound
+    _delete_owned(session, sa.delete(Chat).where(Chat.id == chat_id, Chat.owner == owner), "chat")
 
 
 _NO_SYNC = {"synchronize_session": False}
@@ -641,13 +642,8 @@ def update_preset(
 
 
 def delete_preset(session: Session, owner: str, preset_id: uuid.UUID) -> None:
-    with session.begin():
-        result = session.execute(
-            sa.delete(Preset).where(Preset.id == preset_id, Preset.owner == owner),
-            execution_options=_NO_SYNC,
-        )
-        if _rowcount(result) == 0:
-            raise NotFound("preset")
+    query = sa.delete(Preset).where(Preset.id == preset_id, Preset.owner == owner)
+    _delete_owned(session, query, "preset")
 
 
 # --- sessions (server-side login records) ----------------------------------------------
@@ -673,15 +669,10 @@ def get_session(session: Session, owner: str, session_id: uuid.UUID) -> LoginSes
 
 
 def delete_session(session: Session, owner: str, session_id: uuid.UUID) -> None:
-    with session.begin():
-        result = session.execute(
-            sa.delete(LoginSession).where(
-                LoginSession.id == session_id, LoginSession.owner == owner
-            ),
-            execution_options=_NO_SYNC,
-        )
-        if _rowcount(result) == 0:
-            raise NotFound("session")
+    query = sa.delete(LoginSession).where(
+        LoginSession.id == session_id, LoginSession.owner == owner
+    )
+    _delete_owned(session, query, "session")
 
 
 def _rowcount(result: Any) -> int:

@@ -168,6 +168,15 @@ class _Input(BaseModel):
     # field name -> the Settings attribute holding its maximum length
     LIMITS: ClassVar[dict[str, str]] = {}
 
+    def changes(self) -> dict[str, Any]:
+        """The fields sent, as column values: settings (params) in their stored form."""
+        fields = self.model_dump(exclude_unset=True)
+        for name in self.model_fields_set:
+            value = getattr(self, name)
+            if isinstance(value, ChatParams):
+                fields[name] = value.stored()
+        return fields
+
 
 class ChatParams(_Input):
     """A chat's (or a preset's) sampling settings; a key left out (or null) means the

@@ -123,9 +123,7 @@ def update_chat(
     """Change the fields sent (null clears a text field; params replaces the settings);
     updated_at moves when anything changed."""
     check_limits(body, settings)
-    fields = body.model_dump(exclude_unset=True, exclude={"params"})
-    if "params" in body.model_fields_set:
-        fields["params"] = body.params.stored()
+    fields = body.changes()
     chat = crud.update_chat(session, owner, chat_id, fields)
     return ChatOut.model_validate(chat)
 

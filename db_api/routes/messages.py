@@ -69,9 +69,7 @@ def update_message(
     lease_owner/lease_s/stop_requested. `lease_s` sets lease_until to now + lease_s
     (db_api's clock), null clears it. A final status never returns to pending/streaming."""
     check_limits(body, settings)
-    fields = body.model_dump(exclude_unset=True, exclude={"params"})
-    if "params" in body.model_fields_set:
-        fields["params"] = body.params.stored() if body.params is not None else None
+    fields = body.changes()
     message, versions = crud.update_message(session, owner, message_id, fields)
     return MessageOut.of(message, versions.ids)
 

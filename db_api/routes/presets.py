@@ -78,9 +78,7 @@ def update_preset(
     """Change the fields sent (null clears system_prompt or model; params replaces the
     settings as a whole)."""
     check_limits(body, settings)
-    fields = body.model_dump(exclude_unset=True, exclude={"params"})
-    if "params" in body.model_fields_set:
-        fields["params"] = body.params.stored()
+    fields = body.changes()
     preset = crud.update_preset(session, owner, preset_id, fields)
     return PresetOut.model_validate(preset)
 
