@@ -284,6 +284,20 @@ def _set_leaf(session: Session, chat_id: uuid.UUID, leaf: uuid.UUID | None, when
     )
 
 
+def _place(
+    session: Session, owner: str, chat_id: uuid.UUID, parent_id: uuid.UUID | None
+) -> tuple[uuid.UUID | None, datetime]:
+    """Where a new message goes in the owner's chat: its parent (the current leaf for
+    CURRENT_LEAF, else a message of this chat, checked) and its creation stamp."""
+    now = utcnow()
+    leaf = _touch_chat(session, owner, chat_id, now)
+    if parent_id is CURRENT_LEAF:
+        return leaf, _next_stamp(session, chat_id, now)
+    if parent_id is not None:
+        _check_parent(session, chat_id, parent_id)
+    return parent_id, _next_stamp(session, chat_id, now)
+
+
 def add_message(
     session: Session,
     owner: str,
@@ -296,12 +310,7 @@ def add_message(
     """A new message below `parent_id` (by default the current leaf); it becomes the
     chat's current leaf."""
     with session.begin():
-        now = utcnow()
-        leaf = _touch_chat(session, owner, chat_id, now)
-        parent = leaf if parent_id is CURRENT_LEAF else parent_id
-        if parent is not None and parent_id is not CURRENT_LEAF:
-            _check_parent(session, chat_id, parent)
-        created = _next_stamp(session, chat_id, now)
+        parent, created = _place(session, owner, chat_id, parent_id)
         lease_values = _lease_values(session, lease or Lease())
         message = _new_message(chat_id, parent, created, **fields, **lease_values)
         session.add(message)
@@ -325,12 +334,7 @@ def add_turn(
     """A question and its pending answer, in one transaction; the answer becomes the
     chat's current leaf."""
     with session.begin():
-        now = utcnow()
-        leaf = _touch_chat(session, owner, chat_id, now)
-        parent = leaf if parent_id is CURRENT_LEAF else parent_id
-        if parent is not None and parent_id is not CURRENT_LEAF:
-            _check_parent(session, chat_id, parent)
-        created = _next_stamp(session, chat_id, now)
+        parent, created = _place(session, owner, chat_id, parent_id)
         question = _new_message(
             chat_id, parent, created, role="user", content=content, status="complete"
         )

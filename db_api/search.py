@@ -32,12 +32,12 @@ from __future__ import annotations
 import re
 import unicodedata
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy.orm import Session, aliased
 
 from db_api.models import Chat, Message
@@ -121,8 +121,13 @@ def fts5_query(terms: list[str]) -> str:
     return " ".join('"' + term.replace('"', '""') + '"*' for term in terms)
 
 
-def snippet(text: str, terms: list[str], width: int = SNIPPET_CHARS) -> list[dict[str, Any]]:
-    """A window of `text` around its first hit, as [{text, hit}] segments. Whitespace
+class Segment(BaseModel):
+    text: str
+    hit: bool
+
+
+def snippet(text: str, terms: list[str], width: int = SNIPPET_CHARS) -> list[Segment]:
+    """A window of `text` around its first hit, as segments marked hit or not. Whitespace
     runs become one space; an ellipsis marks a cut at either end."""
     flat = " ".join(text.split())
     spans = [
@@ -142,15 +147,15 @@ def snippet(text: str, terms: list[str], width: int = SNIPPET_CHARS) -> list[dic
     if end < len(flat):
         space = flat.rfind(" ", start + width // 2, end)
         end = space if space > 0 else end
-    segments: list[dict[str, Any]] = []
+    segments: list[Segment] = []
 
     def add(piece: str, hit: bool) -> None:
         if not piece:
             return
-        if segments and segments[-1]["hit"] == hit:
-            segments[-1]["text"] += piece
+        if segments and segments[-1].hit == hit:
+            segments[-1].text += piece
         else:
-            segments.append({"text": piece, "hit": hit})
+            segments.append(Segment(text=piece, hit=hit))
 
     if start > 0:
         add("…", False)
@@ -168,8 +173,11 @@ def snippet(text: str, terms: list[str], width: int = SNIPPET_CHARS) -> list[dic
     return segments
 
 
-@dataclass(frozen=True)
-class Hit:
+class Hit(BaseModel):
+    """One chat found: its best message and the snippets, as GET /search answers it."""
+
+    model_config = ConfigDict(frozen=True)
+
     chat_id: uuid.UUID
     chat_title: str | None
     chat_updated_at: datetime
@@ -177,8 +185,8 @@ class Hit:
     role: str | None
     rank: float
     hits: int
-    snippet: list[dict[str, Any]]
-    title_snippet: list[dict[str, Any]]
+    snippet: list[Segment]
+    title_snippet: list[Segment]
     # Whether the message is on the branch the chat shows (else opening it at the
     # message means choosing its branch first).
     on_current_path: bool

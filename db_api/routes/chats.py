@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import Query, Response, status
 from fastapi.exceptions import RequestValidationError
 
 from db_api import crud
 from db_api.routes.deps import (
     BODY_RESPONSES,
-    COMMON_RESPONSES,
-    ErrorOut,
     OwnerDep,
     SessionDep,
     SettingsDep,
-    require_token,
+    answers,
+    owner_scoped_router,
 )
 from db_api.schemas import (
     BranchSelect,
@@ -35,13 +34,9 @@ from db_api.schemas import (
 MAX_OFFSET = 100_000
 # The most messages one window of a chat returns.
 MAX_WINDOW = 1000
-NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorOut, "description": "No such chat (or message in it) for this owner"}
-}
+NOT_FOUND = answers(404, "No such chat (or message in it) for this owner")
 
-router = APIRouter(
-    tags=["chats"], dependencies=[Depends(require_token)], responses=COMMON_RESPONSES
-)
+router = owner_scoped_router("chats")
 
 WindowLimit = Annotated[
     int | None,
@@ -110,7 +105,7 @@ def get_chat(
     responses={
         **NOT_FOUND,
         **BODY_RESPONSES,
-        409: {"model": ErrorOut, "description": "A model title over the owner's own title"},
+        **answers(409, "A model title over the owner's own title"),
     },
 )
 def update_chat(

@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, HTTPException, Request, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -121,6 +121,18 @@ COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
 BODY_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorOut, "description": "The body could not be parsed"},
 }
+
+
+def owner_scoped_router(tag: str) -> APIRouter:
+    """A router whose every route needs the internal token and may answer 401 or 503."""
+    return APIRouter(tags=[tag], dependencies=[Depends(require_token)], responses=COMMON_RESPONSES)
+
+
+def answers(
+    status_code: int, description: str, model: type[BaseModel] = ErrorOut
+) -> dict[int | str, dict[str, Any]]:
+    """One documented error answer of a route, for the OpenAPI document."""
+    return {status_code: {"model": model, "description": description}}
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

@@ -6,17 +6,16 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import Response, status
 
 from db_api import crud
 from db_api.routes.deps import (
     BODY_RESPONSES,
-    COMMON_RESPONSES,
-    ErrorOut,
     OwnerDep,
     SessionDep,
     SettingsDep,
-    require_token,
+    answers,
+    owner_scoped_router,
 )
 from db_api.schemas import (
     ExpireBody,
@@ -27,17 +26,13 @@ from db_api.schemas import (
     check_limits,
 )
 
-router = APIRouter(
-    tags=["messages"], dependencies=[Depends(require_token)], responses=COMMON_RESPONSES
-)
+router = owner_scoped_router("messages")
 
-NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorOut, "description": "No such message for this owner"}
-}
+NOT_FOUND = answers(404, "No such message for this owner")
 
 
 def _conflict(description: str) -> dict[int | str, dict[str, Any]]:
-    return {409: {"model": MessageConflict, "description": description}}
+    return answers(409, description, MessageConflict)
 
 
 @router.get("/messages/{message_id}", response_model=MessageOut, responses=NOT_FOUND)

@@ -3,32 +3,25 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import Query, Response, status
 
 from db_api import crud
 from db_api.routes.deps import (
     BODY_RESPONSES,
-    COMMON_RESPONSES,
-    ErrorOut,
     OwnerDep,
     SessionDep,
     SettingsDep,
-    require_token,
+    answers,
+    owner_scoped_router,
 )
 from db_api.schemas import PresetCreate, PresetOut, PresetUpdate, check_limits
 
-router = APIRouter(
-    tags=["presets"], dependencies=[Depends(require_token)], responses=COMMON_RESPONSES
-)
+router = owner_scoped_router("presets")
 
-NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorOut, "description": "No such preset for this owner"}
-}
-NAME_TAKEN: dict[int | str, dict[str, Any]] = {
-    409: {"model": ErrorOut, "description": "The owner has a preset of that name already"}
-}
+NOT_FOUND = answers(404, "No such preset for this owner")
+NAME_TAKEN = answers(409, "The owner has a preset of that name already")
 
 
 @router.get("/presets", response_model=list[PresetOut])

@@ -2,51 +2,27 @@
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import asdict
-from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel
+from fastapi import Query
 
 from db_api import search
-from db_api.routes.deps import COMMON_RESPONSES, OwnerDep, SessionDep, require_token
+from db_api.routes.deps import OwnerDep, SessionDep, owner_scoped_router
 
 # Results are for people, a page at a time; deep paging is a scraper's.
 MAX_OFFSET = 1000
 
-router = APIRouter(
-    tags=["search"], dependencies=[Depends(require_token)], responses=COMMON_RESPONSES
-)
+router = owner_scoped_router("search")
 
 
-class Segment(BaseModel):
-    text: str
-    hit: bool
-
-
-class SearchHit(BaseModel):
-    chat_id: uuid.UUID
-    chat_title: str | None
-    chat_updated_at: datetime
-    message_id: uuid.UUID | None
-    role: str | None
-    rank: float
-    hits: int
-    snippet: list[Segment]
-    title_snippet: list[Segment]
-    on_current_path: bool
-
-
-@router.get("/search", response_model=list[SearchHit])
+@router.get("/search", response_model=list[search.Hit])
 def search_chats(
     owner: OwnerDep,
     session: SessionDep,
     q: Annotated[str, Query(max_length=search.MAX_QUERY_CHARS)] = "",
     limit: Annotated[int, Query(ge=1, le=50)] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-) -> list[SearchHit]:
+) -> list[search.Hit]:
     """The owner's chats whose title or messages contain every word of `q` (each word
     also as the prefix of a longer one), best first: one row per chat, with its best
     message (`message_id` null when only the title matches), the number of its messages
@@ -54,5 +30,4 @@ def search_chats(
     (`on_current_path`; else POST /chats/{id}/current selects it) and snippets as
     [{text, hit}] segments. `q` is plain text: any
     punctuation separates words; with no word at all the answer is empty."""
-    hits = search.search(session, owner, q, limit=limit, offset=offset)
-    return [SearchHit.model_validate(asdict(hit)) for hit in hits]
+    return search.search(session, owner, q, limit=limit, offset=offset)

@@ -4,27 +4,21 @@ that deleting the record (logout) ends every copy of the cookie."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import Response, status
 
 from db_api import crud
 from db_api.routes.deps import (
-    COMMON_RESPONSES,
-    ErrorOut,
     OwnerDep,
     SessionDep,
-    require_token,
+    answers,
+    owner_scoped_router,
 )
 from db_api.schemas import SessionOut
 
-router = APIRouter(
-    tags=["sessions"], dependencies=[Depends(require_token)], responses=COMMON_RESPONSES
-)
+router = owner_scoped_router("sessions")
 
-NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorOut, "description": "No such live session for this owner"}
-}
+NOT_FOUND = answers(404, "No such live session for this owner")
 
 
 @router.post("/sessions", status_code=status.HTTP_201_CREATED, response_model=SessionOut)

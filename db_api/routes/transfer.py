@@ -7,7 +7,7 @@ import uuid
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
@@ -15,20 +15,18 @@ from pydantic import BaseModel
 from db_api.config import Settings
 from db_api.models import utcnow
 from db_api.routes.deps import (
-    COMMON_RESPONSES,
     ErrorOut,
     OwnerDep,
     SessionDep,
     SettingsDep,
-    require_token,
+    answers,
+    owner_scoped_router,
 )
 from db_api.transfer import exporting, importing, reading
 from db_api.transfer.schema import inline_schema
 from db_api.transfer.tree import ImportRejected, Limits, prepare
 
-router = APIRouter(
-    tags=["export and import"], dependencies=[Depends(require_token)], responses=COMMON_RESPONSES
-)
+router = owner_scoped_router("export and import")
 
 _EXPORT_SCHEMA = inline_schema()
 
@@ -82,7 +80,7 @@ def _attachment(title: str | None, extension: str) -> str:
                 "text/markdown": {"schema": {"type": "string"}},
             },
         },
-        404: {"model": ErrorOut, "description": "No such chat for this owner"},
+        **answers(404, "No such chat for this owner"),
     },
 )
 def export_chat(

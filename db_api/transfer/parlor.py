@@ -8,7 +8,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from db_api.transfer.schema import FORMAT, VERSION, ExportChat, ExportFile
-from db_api.transfer.tree import ChatDraft, DraftMessage, ImportRejected, plausible
+from db_api.transfer.tree import (
+    ChatDraft,
+    DraftMessage,
+    ImportRejected,
+    answer_record,
+    plausible,
+)
 
 SOURCE = "parlor"
 MAX_REPORTED_ERRORS = 5
@@ -56,16 +62,7 @@ def convert(chat: ExportChat, index: int) -> ChatDraft:
             created_at=plausible(m.created_at),
             updated_at=plausible(m.updated_at),
             status=m.status,
-            error=m.error,
-            reason=m.reason,
-            finish_reason=m.finish_reason,
-            model=m.model,
-            params=m.params,
-            plan=m.plan,
-            prompt_tokens=m.prompt_tokens,
-            completion_tokens=m.completion_tokens,
-            ttft_ms=m.ttft_ms,
-            generation_ms=m.generation_ms,
+            **answer_record(m),
         )
         for m in chat.messages
     ]

@@ -17,7 +17,7 @@ import json
 import math
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -55,16 +55,10 @@ class Limits:
     max_title_chars: int = 200
 
 
-@dataclass
-class DraftMessage:
-    key: str
-    parent: str | None
-    role: str = "user"
-    content: str = ""
-    hidden: bool = False
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
-    status: str = "complete"
+@dataclass(kw_only=True)
+class AnswerRecord:
+    """How a message ended and what it was generated with (all empty for a question)."""
+
     error: str | None = None
     reason: str | None = None
     finish_reason: str | None = None
@@ -75,6 +69,26 @@ class DraftMessage:
     completion_tokens: int | None = None
     ttft_ms: float | None = None
     generation_ms: float | None = None
+
+
+ANSWER_RECORD_FIELDS = tuple(f.name for f in fields(AnswerRecord))
+
+
+def answer_record(source: object) -> dict[str, Any]:
+    """The answer record fields read off any object that has them (a stored message)."""
+    return {name: getattr(source, name) for name in ANSWER_RECORD_FIELDS}
+
+
+@dataclass(kw_only=True)
+class DraftMessage(AnswerRecord):
+    key: str
+    parent: str | None
+    role: str = "user"
+    content: str = ""
+    hidden: bool = False
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    status: str = "complete"
 
 
 @dataclass
@@ -101,8 +115,8 @@ class ChatDraft:
     content_hash: str | None = None
 
 
-@dataclass
-class PreparedMessage:
+@dataclass(kw_only=True)
+class PreparedMessage(AnswerRecord):
     id: uuid.UUID
     parent_id: uuid.UUID | None
     source_key: str
@@ -111,16 +125,6 @@ class PreparedMessage:
     status: str
     created_at: datetime
     updated_at: datetime
-    error: str | None = None
-    reason: str | None = None
-    finish_reason: str | None = None
-    model: str | None = None
-    params: dict[str, Any] | None = None
-    plan: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    ttft_ms: float | None = None
-    generation_ms: float | None = None
 
 
 @dataclass
