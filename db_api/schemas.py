@@ -168,8 +168,10 @@ class _Input(BaseModel):
     # field name -> the Settings attribute holding its maximum length
     LIMITS: ClassVar[dict[str, str]] = {}
 
-    def changes(self) -> dict[str, Any]:
-        """The fields sent, as column values: settings (params) in their stored form."""
+    def changes(self, settings: Settings) -> dict[str, Any]:
+        """The fields sent, as column values: texts within their configured limits (else
+        422), settings (params) in their stored form."""
+        check_limits(self, settings)
         fields = self.model_dump(exclude_unset=True)
         for name in self.model_fields_set:
             value = getattr(self, name)

@@ -117,9 +117,7 @@ def update_chat(
 ) -> ChatOut:
     """Change the fields sent (null clears a text field; params replaces the settings);
     updated_at moves when anything changed."""
-    check_limits(body, settings)
-    fields = body.changes()
-    chat = crud.update_chat(session, owner, chat_id, fields)
+    chat = crud.update_chat(session, owner, chat_id, body.changes(settings))
     return ChatOut.model_validate(chat)
 
 

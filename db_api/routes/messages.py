@@ -63,9 +63,7 @@ def update_message(
     message); without, the revision moves by one, except for a write of only
     lease_owner/lease_s/stop_requested. `lease_s` sets lease_until to now + lease_s
     (db_api's clock), null clears it. A final status never returns to pending/streaming."""
-    check_limits(body, settings)
-    fields = body.changes()
-    message, versions = crud.update_message(session, owner, message_id, fields)
+    message, versions = crud.update_message(session, owner, message_id, body.changes(settings))
     return MessageOut.of(message, versions.ids)
 
 

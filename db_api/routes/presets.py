@@ -70,9 +70,7 @@ def update_preset(
 ) -> PresetOut:
     """Change the fields sent (null clears system_prompt or model; params replaces the
     settings as a whole)."""
-    check_limits(body, settings)
-    fields = body.changes()
-    preset = crud.update_preset(session, owner, preset_id, fields)
+    preset = crud.update_preset(session, owner, preset_id, body.changes(settings))
     return PresetOut.model_validate(preset)
 
 
