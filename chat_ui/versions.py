@@ -102,19 +102,21 @@ class Versions(Conversation):
         return reopened
 
     async def switch(self, chat_id: UUID, message_id: UUID, version: int) -> Chat:
-        """Show the branch through version `version` (1-based) of the message `message_id`."""
+        """Show the branch through version `version` (1-based) of the message `message_id`:
+        one of the branch shown, or of another branch of the chat (a page left open in a
+        second tab still switches)."""
         chat = await self._idle_chat(chat_id)
-        message = self._shown(chat, message_id)
-        if not 1 <= version <= message.versions:
-            raise Refused(
-                422,
-                "No such version",
-                f"This message has {message.versions} version(s): pick 1 to {message.versions}.",
-            )
+        shown = chat.find(message_id)
+        count = f"{shown.versions} version(s)" if shown is not None else "fewer versions"
+        no_such = Refused(
+            422, "No such version", f"This message has {count}: there is no {version}."
+        )
+        if version < 1 or (shown is not None and version > shown.versions):
+            raise no_such
         try:
             switched = await self._db.select_branch(self.owner, chat_id, message_id, version)
         except DbRejected as exc:
-            raise Refused(422, "No such version", exc.detail) from exc
+            raise no_such from exc
         return await self.reconcile(switched)
 
     async def _answer(self, chat: Chat, kept: list[Message], added: list[Message]) -> Chat:

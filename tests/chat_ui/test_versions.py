@@ -339,8 +339,8 @@ def test_what_cannot_be_done_to_a_message_is_refused(ada: Browser, fake_db: Fake
         (f"/chats/{chat}/messages/{q1}/continue", {}, 409, "Only an answer"),
         # A complete answer that was not cut: nothing to continue.
         (f"/chats/{chat}/messages/{a1}/continue", {}, 409, "cut at the length limit"),
-        (f"/chats/{chat}/messages/{a1}/version", {"version": "2"}, 422, "1 version"),
-        (f"/chats/{chat}/messages/{a1}/version", {"version": "0"}, 422, "1 version"),
+        (f"/chats/{chat}/messages/{a1}/version", {"version": "2"}, 422, "1 version(s)"),
+        (f"/chats/{chat}/messages/{a1}/version", {"version": "0"}, 422, "no 0"),
         (f"/chats/{chat}/messages/{a1}/version", {"version": "two"}, 422, "number"),
         (f"/chats/{chat}/messages/{a1}/version", {}, 422, "number"),
     ]
