@@ -41,7 +41,7 @@ def latest_answer(ada: Browser, chat: str) -> str:
 def switcher(page: str, message_id: str) -> str | None:
     """The "n / m" the message shows, or None without a switcher."""
     bubble = page.split(f'id="msg-{message_id}"', 1)[1].split("</article>", 1)[0]
-    match = re.search(r'<span aria-hidden="true">(\d+ / \d+)</span>', bubble)
+    match = re.search(r'<span class="version-count" aria-hidden="true">(\d+ / \d+)</span>', bubble)
     return match.group(1) if match else None
 
 

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 # The session key run_stack gives chat_ui (to read the owner key from the cookie).
 SECRET = str(inspect.signature(run_stack).parameters["secret_key"].default)
 ARTICLE = re.compile(r'<article id="msg-([0-9a-f-]+)" class="msg msg-(user|assistant)')
-SWITCHER = re.compile(r'<span aria-hidden="true">(\d+ / \d+)</span>')
+SWITCHER = re.compile(r'<span class="version-count" aria-hidden="true">(\d+ / \d+)</span>')
 
 
 @pytest.fixture(params=["quick_stack", "postgres_stack"], ids=["sqlite", "postgres"])
