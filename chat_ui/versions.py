@@ -8,9 +8,10 @@ The rules, once:
 - *Regenerate* asks again for an answer that has text (complete, or stopped part way): a
   new pending sibling of it, the old one kept. *Retry* (conversation.py) is for an attempt
   that left nothing worth keeping (an error, or nothing written): it starts over in place.
-- *Continue* goes on with an answer cut at the length limit or stopped: the same message is
-  reopened and the generation appends to its text (the partial answer is sent as the last,
-  open assistant turn). It streams, re-attaches and stops like any answer.
+- *Continue* goes on with the latest answer when it was cut at the length limit or stopped:
+  the same message is reopened and the generation appends to its text (the partial answer
+  is sent as the last, open assistant turn). It streams, re-attaches and stops like any
+  answer.
 - *Switch* shows another version's branch (db_api: the newest path below that version).
 - One answer at a time in a chat: while one is written, each of these is refused (409),
   as a new message is. The history sent to the model is the current path only: what
@@ -27,6 +28,7 @@ from chat_ui.conversation import STORAGE_AWAY, Conversation, Refused, SendRefuse
 
 BUSY_TITLE = "An answer is being written"
 BUSY = "An answer is still being written in this chat: wait for it to finish, or stop it."
+ONLY_LATEST = "Only the latest answer can be continued. Regenerate makes a new version of this one."
 
 
 class Versions(Conversation):
@@ -93,6 +95,10 @@ class Versions(Conversation):
         answer = self._shown(chat, message_id)
         if not answer.continuable:
             raise Refused(409, "Nothing to continue", _why_not(answer, "continued"))
+        if chat.messages[-1].id != answer.id:
+            # Later turns were written after it: going on with it would change what they
+            # answered. A new version of it (Regenerate) starts a branch instead.
+            raise Refused(409, "Nothing to continue", ONLY_LATEST)
         try:
             reopened = await self._db.reopen(self.owner, message_id)
         except Stale as exc:

@@ -248,6 +248,22 @@ def test_continue_after_the_length_limit_appends_to_the_same_answer(
     assert later and later == sorted(later) and fake_db.refused == []
 
 
+def test_only_the_latest_answer_goes_on(ada: Browser, fake_db: FakeDb, fake_lm: FakeLm) -> None:
+    fake_lm.finish_reason = "length"
+    chat = ada.new_chat()
+    _, a1 = answered(ada, chat, "One")
+    _, a2 = answered(ada, chat, "Two")
+    before = {k: dict(v) for k, v in fake_db.messages.items()}
+    resp = ada.post(f"/chats/{chat}/messages/{a1}/continue")
+    assert resp.status_code == 409 and "Only the latest answer" in resp.text
+    assert fake_db.messages == before and fake_db.reopened == []
+    # Both say they were cut; the page hides the earlier one's Continue (CSS), and the
+    # latest one goes on.
+    assert shown(ada, chat).count("Cut at the length limit") == 2
+    assert ada.post(f"/chats/{chat}/messages/{a2}/continue").status_code == 303
+    assert fake_db.reopened == [a2]
+
+
 def test_continue_a_stopped_answer_then_stop_it_again(
     ada: Browser, fake_db: FakeDb, fake_lm: FakeLm
 ) -> None:
