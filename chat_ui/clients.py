@@ -224,14 +224,13 @@ class DbApi:
 
     async def select_branch(
         self, owner: str, chat_id: UUID, message_id: UUID, version: int | None = None
-    ) -> Chat:
+    ) -> None:
         """Make the branch through `message_id` (or its `version`-th sibling) the one the
-        chat shows; the chat with that branch."""
+        chat shows."""
         body: dict[str, object] = {"message_id": str(message_id)}
         if version is not None:
             body["version"] = version
-        resp = await self._call("POST", f"/chats/{chat_id}/current", owner, json=body)
-        return Chat.model_validate_json(resp.content)
+        await self._call("POST", f"/chats/{chat_id}/current", owner, json=body)
 
     async def open_export(
         self, owner: str, path: str, params: dict[str, str] | None = None

@@ -120,10 +120,10 @@ class Versions(Conversation):
         if version < 1 or (shown is not None and version > shown.versions):
             raise no_such
         try:
-            switched = await self._db.select_branch(self.owner, chat_id, message_id, version)
+            await self._db.select_branch(self.owner, chat_id, message_id, version)
         except DbRejected as exc:
             raise no_such from exc
-        return await self.reconcile(switched)
+        return await self.load(chat_id)
 
     async def _answer(self, chat: Chat, kept: list[Message], added: list[Message]) -> Chat:
         """The chat on its new branch (`kept`, then `added`), its new answer started."""
