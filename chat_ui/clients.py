@@ -15,7 +15,8 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from enum import Enum
+from typing import Any, Literal
 from uuid import UUID
 
 import httpx
@@ -81,6 +82,12 @@ def _stored(resp: httpx.Response) -> Message | None:
         return None
 
 
+class Place(Enum):
+    """Where a new message goes when no parent is named: after the chat's current leaf."""
+
+    CURRENT_LEAF = "current_leaf"
+
+
 class DbApi:
     def __init__(self, client: httpx.AsyncClient) -> None:
         self._client = client
@@ -136,10 +143,27 @@ class DbApi:
     async def delete_chat(self, owner: str, chat_id: UUID) -> None:
         await self._call("DELETE", f"/chats/{chat_id}", owner)
 
-    async def add_turn(self, owner: str, chat_id: UUID, content: str) -> Turn:
-        """The question and its pending answer, stored in one transaction."""
-        resp = await self._call("POST", f"/chats/{chat_id}/turns", owner, json={"content": content})
+    async def add_turn(
+        self,
+        owner: str,
+        chat_id: UUID,
+        content: str,
+        *,
+        parent: UUID | Literal[Place.CURRENT_LEAF] | None = Place.CURRENT_LEAF,
+    ) -> Turn:
+        """The question and its pending answer, stored in one transaction: after the
+        current leaf, or below `parent` (None: a new first question), as an edit does."""
+        body: dict[str, object] = {"content": content}
+        if parent is not Place.CURRENT_LEAF:
+            body["parent_id"] = str(parent) if parent is not None else None
+        resp = await self._call("POST", f"/chats/{chat_id}/turns", owner, json=body)
         return Turn.model_validate_json(resp.content)
+
+    async def add_answer(self, owner: str, chat_id: UUID, parent: UUID) -> Message:
+        """A pending answer below `parent` (a question): another version of its answer."""
+        body = {"role": "assistant", "status": "pending", "content": "", "parent_id": str(parent)}
+        resp = await self._call("POST", f"/chats/{chat_id}/messages", owner, json=body)
+        return Message.model_validate_json(resp.content)
 
     async def get_message(self, owner: str, message_id: UUID) -> Message:
         resp = await self._call("GET", f"/messages/{message_id}", owner)
@@ -198,9 +222,14 @@ class DbApi:
         )
         return resp.json()
 
-    async def select_branch(self, owner: str, chat_id: UUID, message_id: UUID) -> None:
-        """Make the branch through `message_id` the one the chat shows."""
-        body = {"message_id": str(message_id)}
+    async def select_branch(
+        self, owner: str, chat_id: UUID, message_id: UUID, version: int | None = None
+    ) -> None:
+        """Make the branch through `message_id` (or its `version`-th sibling) the one the
+        chat shows."""
+        body: dict[str, object] = {"message_id": str(message_id)}
+        if version is not None:
+            body["version"] = version
         await self._call("POST", f"/chats/{chat_id}/current", owner, json=body)
 
     async def open_export(

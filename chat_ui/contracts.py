@@ -86,6 +86,10 @@ class Message(_Read):
     finish_reason: str | None = None
     reason: str | None = None
     model: str | None = None
+    # Its place among its siblings (the versions of this turn, oldest first).
+    version: int = 1
+    versions: int = 1
+    sibling_ids: list[uuid.UUID] = []
     # chat_ui's own, never stored: this final state is held in memory because db_api
     # has not taken it yet (it is retried until it does).
     unsaved: bool = False
@@ -93,6 +97,38 @@ class Message(_Read):
     @property
     def running(self) -> bool:
         return self.role == "assistant" and self.status in RUNNING
+
+    # What may be done with a finished answer, one rule each (see chat_ui/versions.py):
+    # an attempt that left nothing worth keeping is retried in place; an answer with text
+    # is regenerated as a new version (the old one kept); one cut short goes on.
+    @property
+    def retryable(self) -> bool:
+        return (
+            self.role == "assistant"
+            and not self.unsaved
+            and (self.status == "error" or (self.status == "interrupted" and not self.content))
+        )
+
+    @property
+    def regenerable(self) -> bool:
+        return (
+            self.role == "assistant"
+            and not self.unsaved
+            and bool(self.content)
+            and self.status in ("complete", "interrupted")
+        )
+
+    @property
+    def cut_by_length(self) -> bool:
+        return (
+            self.role == "assistant"
+            and self.status == "complete"
+            and (self.finish_reason == "length")
+        )
+
+    @property
+    def continuable(self) -> bool:
+        return self.regenerable and (self.status == "interrupted" or self.cut_by_length)
 
     @property
     def end_note(self) -> str:

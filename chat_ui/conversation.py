@@ -272,7 +272,7 @@ class Conversation:
         return await self.message(chat_id, message_id)
 
     async def retry(self, chat_id: UUID, message_id: UUID) -> Message:
-        """Answer again in place of a failed or interrupted answer."""
+        """Answer again in place of a failed answer (or one cut off before any text)."""
         chat = await self.load(chat_id)
         message = chat.find(message_id)
         if message is None:
@@ -283,8 +283,13 @@ class Conversation:
             return message
         if message.unsaved:
             raise Refused(409, "Still saving", "This answer is not stored yet: retry once it is.")
-        if message.status == "complete":
-            raise Refused(409, "Already answered", "This answer is complete.")
+        if not message.retryable:
+            # An answer with text is kept: Regenerate or Continue (chat_ui/versions.py).
+            raise Refused(
+                409,
+                "Nothing to retry",
+                "This answer is kept: Regenerate makes a new version of it, Continue goes on.",
+            )
         try:
             reopened = await self._db.reopen(self.owner, message_id)
         except Stale as exc:

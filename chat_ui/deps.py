@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Header, HTTPException, Query, Request
 from starlette.datastructures import FormData
 
-from chat_ui import config, conversation, generation, metrics, session
+from chat_ui import config, conversation, generation, metrics, session, versions
 from chat_ui.clients import DbApi, LmApi
 from chat_ui.web import LoginRequired, checked_form, session_of, set_session
 
@@ -101,6 +101,16 @@ def _maybe_conversation(
 Conversation = Annotated[conversation.Conversation, Depends(_conversation)]
 # The same, or None for a visitor who is not logged in.
 MaybeConversation = Annotated[conversation.Conversation | None, Depends(_maybe_conversation)]
+
+
+def _versions(
+    owner: Owner, db: Db, generations: Generations, settings: Settings
+) -> versions.Versions:
+    return versions.Versions(owner, db, generations, settings)
+
+
+# The logged-in person's conversations as trees (edit, regenerate, continue, switch).
+Versions = Annotated[versions.Versions, Depends(_versions)]
 
 
 # The longest offset a stream accepts: far beyond any answer, far below any cost.

@@ -174,8 +174,14 @@ class Generations:
         existing = self.get(answer.id, owner)
         if existing is not None and not existing.finished.is_set():
             return existing
+        # An answer goes on from its stored text: "" for a new or retried one, the partial
+        # text for one continued (chat_ui/versions.py), which this generation appends to.
         gen = Generation(
-            message_id=answer.id, chat_id=chat.id, owner=owner, revision=answer.revision
+            message_id=answer.id,
+            chat_id=chat.id,
+            owner=owner,
+            revision=answer.revision,
+            text=answer.content,
         )
         self._known[answer.id] = gen
         self._metrics.active_generations.inc()
@@ -257,12 +263,18 @@ class Generations:
         settings = self._settings
         info = await self._lm.model_info(settings.model or chat.model or "", chat.id)
         model = chat.model or settings.model or (info.id if info else "default")
+        turns = history_before(chat, gen.message_id)
+        resumed_at = len(gen.text)
+        if gen.text:
+            # Continuing: the partial answer is the last turn, left open, and the model
+            # server (lm_api, llama-server) sends only what follows it.
+            turns.append({"role": "assistant", "content": gen.text})
         plan = PromptPlan(
             self._lm,
             model=model,
             chat_id=chat.id,
             system_prompt=chat.system_prompt or settings.default_system_prompt,
-            turns=history_before(chat, gen.message_id),
+            turns=turns,
             n_ctx=info.n_ctx if info and info.n_ctx else settings.context_tokens,
             max_tokens=settings.max_tokens,
         )
@@ -287,7 +299,8 @@ class Generations:
                 return
             except LmError as exc:
                 # Still too long for this model: drop more old turns and ask again.
-                smaller = plan.shrink() if exc.context_exceeded and not gen.text else None
+                fresh = len(gen.text) == resumed_at
+                smaller = plan.shrink() if exc.context_exceeded and fresh else None
                 if smaller is None:
                     raise
                 current = smaller

@@ -39,9 +39,10 @@ def _unstorable(value: object) -> bool:
 
 
 class FakeDb:
-    """db_api's round-2 contract, in memory: chats, turns, message writes ordered by
-    revision (409 for an older one, or for a final answer set running again), reopen,
-    expire, sessions."""
+    """db_api's contract, in memory: chats whose messages form a tree (a chat answers its
+    current branch, each message with its versions; POST /current switches), turns,
+    message writes ordered by revision (409 for an older one, or for a final answer set
+    running again), reopen, expire, sessions."""
 
     def __init__(self, token: str = "") -> None:
         self.token = token
@@ -59,6 +60,7 @@ class FakeDb:
         self.patches: list[tuple[str, dict[str, Any]]] = []
         self.refused: list[tuple[str, dict[str, Any]]] = []  # 409s
         self.calls: list[tuple[str, str]] = []
+        self.reopened: list[str] = []  # ids of answers reopened, in order
         self._clock = datetime(2026, 1, 1, tzinfo=UTC)
         self._lock = threading.Lock()
 
@@ -78,9 +80,50 @@ class FakeDb:
     def _chat_json(self, chat: dict[str, Any], with_messages: bool = False) -> dict[str, Any]:
         out = {k: v for k, v in chat.items() if k != "owner"}
         if with_messages:
-            msgs = [m for m in self.messages.values() if m["chat_id"] == chat["id"]]
-            out["messages"] = sorted(msgs, key=lambda m: m["created_at"])
+            out["messages"] = [self._out(m) for m in self.path(chat["id"])]
         return out
+
+    def path(self, chat_id: str) -> list[dict[str, Any]]:
+        """The chat's current branch, oldest first."""
+        path: list[dict[str, Any]] = []
+        at = self.chats[chat_id]["current_leaf_id"]
+        while at is not None and at in self.messages:
+            path.append(self.messages[at])
+            at = self.messages[at]["parent_id"]
+        return path[::-1]
+
+    def siblings(self, msg: dict[str, Any]) -> list[dict[str, Any]]:
+        """The versions of a message's turn, itself included, oldest first."""
+        same = [
+            m
+            for m in self.messages.values()
+            if m["chat_id"] == msg["chat_id"] and m["parent_id"] == msg["parent_id"]
+        ]
+        return sorted(same, key=lambda m: m["created_at"])
+
+    def _out(self, msg: dict[str, Any]) -> dict[str, Any]:
+        ids = [m["id"] for m in self.siblings(msg)]
+        return {
+            **msg,
+            "version": ids.index(msg["id"]) + 1,
+            "versions": len(ids),
+            "sibling_ids": ids,
+        }
+
+    def _newest_below(self, msg: dict[str, Any]) -> dict[str, Any]:
+        below = [m for m in self.messages.values() if m["parent_id"] == msg["id"]]
+        newest = [self._newest_below(m) for m in below]
+        return max([msg, *newest], key=lambda m: m["created_at"])
+
+    def _parent(self, chat: dict[str, Any], body: dict[str, Any]) -> str | httpx.Response | None:
+        """A new message's parent: `parent_id` when sent (a message of this chat, or null
+        for a first turn), else the chat's current leaf."""
+        if "parent_id" not in body:
+            return str(chat["current_leaf_id"]) if chat["current_leaf_id"] else None
+        parent = body["parent_id"]
+        if parent is not None and self.messages.get(parent, {}).get("chat_id") != chat["id"]:
+            return httpx.Response(404, json={"detail": "parent message not found"})
+        return str(parent) if parent is not None else None
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         if self.down:
@@ -136,7 +179,7 @@ class FakeDb:
         return msg
 
     def _conflict(self, msg: dict[str, Any], detail: str) -> httpx.Response:
-        return httpx.Response(409, json={"detail": detail, "message": msg})
+        return httpx.Response(409, json={"detail": detail, "message": self._out(msg)})
 
     def _route(self, request: httpx.Request) -> httpx.Response:
         path, method = request.url.path, request.method
@@ -192,11 +235,26 @@ class FakeDb:
             if parts[2:] == ["turns"] and method == "POST":
                 if not str(body.get("content", "")).strip():
                     return httpx.Response(422, json={"detail": "content must not be empty"})
-                user = self._new_message(
-                    chat, "user", body["content"], "complete", chat["current_leaf_id"]
-                )
+                parent = self._parent(chat, body)
+                if isinstance(parent, httpx.Response):
+                    return parent
+                user = self._new_message(chat, "user", body["content"], "complete", parent)
                 answer = self._new_message(chat, "assistant", "", "pending", user["id"])
-                return httpx.Response(201, json={"user": user, "assistant": answer})
+                return httpx.Response(
+                    201, json={"user": self._out(user), "assistant": self._out(answer)}
+                )
+            if parts[2:] == ["current"] and method == "POST":
+                chosen = self._message_of(owner, str(body.get("message_id")))
+                if chosen is None or chosen["chat_id"] != chat["id"]:
+                    return httpx.Response(404, json={"detail": "message not found"})
+                versions = self.siblings(chosen)
+                version = body.get("version")
+                if version is not None:
+                    if not 1 <= version <= len(versions):
+                        return httpx.Response(422, json={"detail": "version out of range"})
+                    chosen = versions[version - 1]
+                chat["current_leaf_id"] = self._newest_below(chosen)["id"]
+                return httpx.Response(200, json=self._chat_json(chat, with_messages=True))
             if parts[2:] == ["messages"] and method == "POST":
                 status = body.get("status", "complete")
                 if body.get("role") not in ("user", "assistant", "system") or (
@@ -207,24 +265,33 @@ class FakeDb:
                     body["role"] == "assistant" and status == "pending"
                 ):
                     return httpx.Response(422, json={"detail": "content must not be empty"})
-                msg = self._new_message(
-                    chat, body["role"], body.get("content", ""), status, chat["current_leaf_id"]
-                )
-                return httpx.Response(201, json=msg)
+                parent = self._parent(chat, body)
+                if isinstance(parent, httpx.Response):
+                    return parent
+                msg = self._new_message(chat, body["role"], body.get("content", ""), status, parent)
+                return httpx.Response(201, json=self._out(msg))
         if parts[0] == "messages" and len(parts) >= 2:
             found_msg = self._message_of(owner, parts[1])
             if found_msg is None:
                 return httpx.Response(404, json={"detail": "message not found"})
             msg = found_msg
             if len(parts) == 2 and method == "GET":
-                return httpx.Response(200, json=msg)
+                return httpx.Response(200, json=self._out(msg))
             if len(parts) == 2 and method == "PATCH":
                 return self._patch(msg, body)
             if parts[2:] == ["reopen"] and method == "POST":
                 if msg["role"] != "assistant" or msg["status"] in RUNNING:
                     return self._conflict(msg, "not a finished answer")
-                msg.update(status="pending", revision=msg["revision"] + 1)
-                return httpx.Response(200, json=msg)
+                # Its text and counts stay; its end is cleared.
+                msg.update(
+                    status="pending",
+                    revision=msg["revision"] + 1,
+                    error=None,
+                    reason=None,
+                    finish_reason=None,
+                )
+                self.reopened.append(msg["id"])
+                return httpx.Response(200, json=self._out(msg))
             if parts[2:] == ["expire"] and method == "POST":
                 if msg["status"] not in RUNNING:
                     return self._conflict(msg, "not running")
@@ -234,7 +301,7 @@ class FakeDb:
                     error=body.get("error"),
                     revision=msg["revision"] + 1,
                 )
-                return httpx.Response(200, json=msg)
+                return httpx.Response(200, json=self._out(msg))
         return httpx.Response(404, json={"detail": "Not Found"})
 
     def _patch(self, msg: dict[str, Any], body: dict[str, Any]) -> httpx.Response:
@@ -251,7 +318,7 @@ class FakeDb:
         msg.update(body)
         msg["revision"] = revision if revision is not None else msg["revision"] + 1
         msg["updated_at"] = self._now()
-        return httpx.Response(200, json=msg)
+        return httpx.Response(200, json=self._out(msg))
 
     def _sessions(self, owner: str, method: str, parts: list[str]) -> httpx.Response:
         if parts == ["sessions"] and method == "POST":
@@ -307,6 +374,8 @@ class FakeLm:
         self.read_timeouts: list[float | None] = []
         # Refuse prompts longer than n_ctx (counted as `tokenizer`, or 1 token per char).
         self.enforce_context = False
+        # The finish_reason of a stream that runs to its end ("length": cut at max_tokens).
+        self.finish_reason = "stop"
 
     def release(self) -> None:
         self._release.set()
@@ -392,6 +461,13 @@ class FakeLm:
                 yield b'data: {"error": {"message": "the model crashed", "code": "internal"}}\n\n'
                 return
             yield self._chunk(content=token)
+        data = {
+            "id": "c1",
+            "object": "chat.completion.chunk",
+            "model": self.model_id,
+            "choices": [{"index": 0, "delta": {}, "finish_reason": self.finish_reason}],
+        }
+        yield f"data: {json.dumps(data)}\n\n".encode()
         usage = {
             "prompt_tokens": 7,
             "completion_tokens": len(self.tokens),

@@ -224,7 +224,9 @@ def test_stop_keeps_the_partial_answer_as_interrupted(
     resp = ada.post(f"/chats/{chat}/messages/{mid}/stop", htmx=True)
     assert resp.status_code == 200
     assert 'data-status="interrupted"' in resp.text and "Hello," in resp.text
-    assert 'class="retry"' in resp.text
+    # Its text is kept: it goes on (Continue) or gets a new version (Regenerate).
+    assert 'class="continue"' in resp.text and 'class="regenerate"' in resp.text
+    assert 'class="retry"' not in resp.text
     assert fake_db.messages[mid]["status"] == "interrupted"
     assert fake_db.messages[mid]["content"] == "Hello, "
     events = list(ada.events(f"/chats/{chat}/messages/{mid}/stream"))
@@ -302,7 +304,7 @@ def test_orphaned_pending_answer_is_marked_interrupted(
     assert 'data-status="interrupted"' in events[0].data and "partial" in events[0].data
     assert fake_db.messages[mid]["status"] == "interrupted"
     page = ada.get(f"/chats/{chat}").text
-    assert "http-equiv" not in page and 'class="retry"' in page
+    assert "http-equiv" not in page and 'class="continue"' in page
     assert fake_lm.requests == []
 
 

@@ -109,11 +109,13 @@ def test_chat_in_the_browser(page: Any, slow_stack: Stack, leftover_chats: list[
     expect(answer).to_have_attribute("data-status", re.compile("pending|streaming"))
     shot(page, "02-answer-streaming")
 
-    # Stop: the partial answer stays, marked interrupted, with a way to retry.
+    # Stop: the partial answer stays, marked interrupted, with a way on (Continue) and
+    # a way to ask again (Regenerate, keeping it).
     page.click(".msg-assistant:last-of-type button.stop")
     expect(answer).to_have_attribute("data-status", "interrupted")
     expect(answer.locator(".msg-note")).to_contain_text("Stopped")
-    expect(answer.locator("button.retry")).to_be_visible()
+    expect(answer.locator("button.continue")).to_be_visible()
+    expect(answer.locator("button.regenerate")).to_be_visible()
     assert len(answer.locator(".msg-body").inner_text()) > 0
     shot(page, "03-answer-stopped")
 
