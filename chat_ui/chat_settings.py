@@ -59,6 +59,15 @@ class SettingsView:
         return not self.model or (self.models is not None and self.model in self.models)
 
 
+async def roles_if_reachable(db: DbApi, owner: str) -> list[Preset] | None:
+    """The owner's roles to offer on a page, or None when storage cannot list them now
+    (the page is shown without them)."""
+    try:
+        return await db.list_presets(owner)
+    except (DbUnavailable, DbRejected, NotFound):
+        return None
+
+
 class ChatSettings:
     """The settings of one owner's chats."""
 
@@ -74,15 +83,11 @@ class ChatSettings:
 
     async def view(self, chat: ChatSummary, *, saved: bool = False) -> SettingsView:
         """The panel for `chat` as stored."""
-        try:
-            roles: list[Preset] | None = await self._db.list_presets(self.owner)
-        except (DbUnavailable, DbRejected, NotFound):  # the chat is still shown
-            roles = None
         return SettingsView(
             models=await self.models(),
             model=chat.model or "",
             form=SamplingForm.of(chat.params),
-            roles=roles,
+            roles=await roles_if_reachable(self._db, self.owner),
             saved=saved,
         )
 

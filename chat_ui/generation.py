@@ -275,9 +275,11 @@ class Generations:
         )
         current = await plan.first()
         # Recorded with the answer: its model, and the settings the chat chose (absent: the
-        # defaults), which its stats line shows.
+        # defaults), which its stats line shows; max_tokens as sent (the context may cap it).
         gen.model = model
         gen.params = {k: v for k, v in chat.params.stored().items() if k in SAMPLING_FIELDS}
+        if "max_tokens" in gen.params:
+            gen.params["max_tokens"] = current.max_tokens
         while True:
             try:
                 async for delta in self._lm.stream_chat(

@@ -14,7 +14,7 @@ from starlette.responses import RedirectResponse, Response
 
 from chat_ui import trusted_identity
 from chat_ui.answer_stats import answer_stats
-from chat_ui.chat_settings import ChatSettings, SettingsView, chosen_params
+from chat_ui.chat_settings import ChatSettings, SettingsView, chosen_params, roles_if_reachable
 from chat_ui.contracts import RUNNING, Chat, Message
 from chat_ui.conversation import Conversation, SendRefused, chat_title
 from chat_ui.markdown_stream import answer_so_far
@@ -111,8 +111,8 @@ async def chat_page(
 ) -> Response:
     """The chats page: the sidebar and a chat (or, without one, a new chat's composer);
     `panel`: the chat's settings as typed (after a refusal), else as stored."""
+    state = request.app.state
     if chat is not None and panel is None:
-        state = request.app.state
         panel = await ChatSettings(conv.owner, state.db, state.lm, state.settings).view(chat)
     ctx = {
         "chats": await conv.chats(),
@@ -123,6 +123,8 @@ async def chat_page(
         "composer_text": composer_text,
         "composer_error": composer_error,
         "panel": panel,
+        # A new chat can start from a role.
+        "roles": None if chat is not None else await roles_if_reachable(state.db, conv.owner),
     }
     return page(request, "chats.html", ctx, status=status)
 

@@ -301,3 +301,21 @@ def test_a_malformed_role_choice_is_a_4xx(ada: Browser, fake_db: FakeDb) -> None
     chat = ada.new_chat()
     assert ada.post(f"/chats/{chat}/role", {"role": "nope"}).status_code == 422
     assert ada.get("/roles/not-a-uuid").status_code == 404
+
+
+def test_the_new_chat_page_offers_to_start_as_a_role(ada: Browser) -> None:
+    assert 'id="start-from-role"' not in ada.get("/chats").text
+    role = create_role(ada, "Tutor")
+    page = ada.get("/chats").text
+    assert 'id="start-from-role"' in page and f'action="/roles/{role}/chat"' in page
+
+
+def test_a_max_tokens_the_context_cannot_hold_is_recorded_as_sent(
+    ada: Browser, fake_db: FakeDb, fake_lm: FakeLm
+) -> None:
+    fake_lm.n_ctx = 200
+    chat = ada.new_chat()
+    ada.post(f"/chats/{chat}/settings", {"max_tokens": "30000"})
+    answer = answer_and_wait(ada, chat, fake_db)
+    assert fake_lm.requests[-1]["max_tokens"] == 100  # half the context, at most
+    assert answer["params"] == {"max_tokens": 100}
