@@ -319,3 +319,31 @@ def test_a_max_tokens_the_context_cannot_hold_is_recorded_as_sent(
     answer = answer_and_wait(ada, chat, fake_db)
     assert fake_lm.requests[-1]["max_tokens"] == 100  # half the context, at most
     assert answer["params"] == {"max_tokens": 100}
+
+
+def test_every_settings_and_roles_write_checks_the_csrf_token(
+    ada: Browser, fake_db: FakeDb
+) -> None:
+    chat = ada.new_chat()
+    role = create_role(ada, "Guarded")
+    before_chat, before_role = dict(fake_db.chats[chat]), dict(fake_db.presets[role])
+    for path in [
+        f"/chats/{chat}/settings",
+        f"/chats/{chat}/settings/reset",
+        f"/chats/{chat}/role",
+        "/roles",
+        f"/roles/{role}",
+        f"/roles/{role}/delete",
+        f"/roles/{role}/chat",
+    ]:
+        form = {"csrf_token": "bad", "name": "x", "model": BIG, "temperature": "1", "role": role}
+        assert ada.client.post(path, data=form).status_code == 403, path
+    assert fake_db.chats[chat] == before_chat and fake_db.presets[role] == before_role
+    assert len(fake_db.chats) == 1 and len(fake_db.presets) == 1
+
+
+def test_role_text_is_escaped(ada: Browser) -> None:
+    payload = "<script>alert(1)</script><img src=x onerror=alert(1)>"
+    create_role(ada, payload, system_prompt=payload)
+    page = ada.get("/roles").text
+    assert payload not in page and html.escape(payload) in page
