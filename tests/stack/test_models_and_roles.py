@@ -21,8 +21,15 @@ from parlor.paths import SHARED
 from parlor.stack import Stack
 from tests.stack.conftest import QUICK_TOKENS, stack_on
 from tests.stack.visitor import Visitor
+from tests.support import REPO
 
 STORIES = SHARED / "models" / "stories260K.gguf"
+SHOTS = REPO / "test-artifacts" / "screenshots"
+
+
+def shot(page: Any, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 @pytest.fixture(scope="module")
@@ -263,6 +270,7 @@ def test_the_model_select_in_chromium(browser: Any, models_stack: Stack) -> None
         expect(stats).to_have_count(2)
         expect(stats.nth(1)).to_contain_text("beta")
         expect(stats.nth(1)).to_contain_text("temperature 0.9")
+        shot(page, "models-01-settings-and-stats")
         assert lm_sample(models_stack, "lm_api_model_requests_total", "beta") == count + 1
 
         # A bad value through the form: the message in the panel, the page unchanged.
@@ -271,7 +279,26 @@ def test_the_model_select_in_chromium(browser: Any, models_stack: Stack) -> None
         page.fill("#setting-temperature", "99")
         page.click("#save-settings")
         expect(page.locator("#settings-error")).to_contain_text("Temperature")
+        shot(page, "models-02-refused")
         page.reload()
         expect(page.locator("#setting-temperature")).to_have_value("0.9")
+
+        # The roles page, with a role, and a chat started as it.
+        page.goto(models_stack.url + "/roles")
+        page.fill("#role-name", "Careful reviewer")
+        page.fill("#role-system-prompt", "Review the code you are given, point by point.")
+        page.select_option("#role-model", "beta")
+        page.fill("#role-temperature", "0.3")
+        page.click("#save-role")
+        item = page.locator(".role-item", has_text="Careful reviewer")
+        expect(item).to_contain_text("beta · temperature 0.3")
+        shot(page, "models-03-roles")
+        item.locator("button.role-chat").click()
+        expect(page).to_have_url(re.compile(r".*/chats/[0-9a-f-]{36}$"))
+        page.click("#chat-settings summary")
+        expect(page.locator("#system-prompt")).to_have_value(
+            "Review the code you are given, point by point."
+        )
+        expect(page.locator("#setting-model")).to_have_value("beta")
     finally:
         context.close()
