@@ -107,6 +107,10 @@ class ChatSettings:
         if models is None:
             raise ModelRefused(503, MODEL_SERVER_AWAY)
         if name not in models:
+            # Typed by hand (a slash command): the one model of that name in another case.
+            alike = [m for m in models if m.casefold() == name.casefold()]
+            if len(alike) == 1:
+                return alike[0]
             shown = name if len(name) <= 80 else name[:79] + "…"
             listed = ", ".join(models) if models else "none"
             raise ModelRefused(

@@ -347,3 +347,41 @@ def test_role_text_is_escaped(ada: Browser) -> None:
     create_role(ada, payload, system_prompt=payload)
     page = ada.get("/roles").text
     assert payload not in page and html.escape(payload) in page
+
+
+def test_the_domain_operations_other_parts_call(fake_db: FakeDb, fake_lm: FakeLm) -> None:
+    """ChatSettings.set_model / reset and Roles.apply_role, as the slash commands call them:
+    a model named in another case, a role named in another case, an unknown one refused."""
+    import asyncio
+
+    import httpx
+
+    from chat_ui.chat_settings import ChatSettings, ModelRefused
+    from chat_ui.clients import DbApi, LmApi, NotFound
+    from chat_ui.config import Settings
+    from chat_ui.roles import RoleForm, Roles
+
+    fake_lm.other_models = [BIG]
+
+    async def run() -> None:
+        async with (
+            httpx.AsyncClient(base_url="http://db", transport=fake_db.transport()) as dbc,
+            httpx.AsyncClient(base_url="http://lm/v1/", transport=fake_lm.transport()) as lmc,
+        ):
+            db, lm, config = DbApi(dbc), LmApi(lmc), Settings()
+            settings = ChatSettings("owner-1", db, lm, config)
+            roles = Roles("owner-1", db, lm, config)
+            chat = await db.create_chat("owner-1")
+            assert (await settings.set_model(chat.id, "BIG-Careful-Model")).model == BIG
+            with pytest.raises(ModelRefused) as refused:
+                await settings.set_model(chat.id, "tiny")
+            assert refused.value.status == 422 and "no model named" in refused.value.message
+            await roles.create(RoleForm(name="Pirate", system_prompt="Arr.", model="fake-model"))
+            applied = await roles.apply_role(chat.id, "  pirate ")
+            assert (applied.model, applied.system_prompt) == ("fake-model", "Arr.")
+            with pytest.raises(NotFound):
+                await roles.apply_role(chat.id, "Nobody")
+            reset = await settings.reset(chat.id)
+            assert (reset.model, reset.system_prompt) == (None, None)
+
+    asyncio.run(run())
