@@ -29,6 +29,8 @@ from chat_ui.contracts import (
     ChatSummary,
     Message,
     MessagePatch,
+    Preset,
+    PresetWrite,
     Reason,
     Turn,
 )
@@ -36,6 +38,7 @@ from chat_ui.contracts import (
 log = logging.getLogger("chat_ui.clients")
 
 _CHAT_LIST = TypeAdapter(list[ChatSummary])
+_PRESET_LIST = TypeAdapter(list[Preset])
 # How long db_api may take to store an imported file (nginx's /import allows as much).
 IMPORT_TIMEOUT_S = 600.0
 
@@ -128,8 +131,9 @@ class DbApi:
         resp = await self._call("GET", "/chats", owner, params={"limit": limit})
         return _CHAT_LIST.validate_json(resp.content)
 
-    async def create_chat(self, owner: str) -> ChatSummary:
-        resp = await self._call("POST", "/chats", owner, json={})
+    async def create_chat(self, owner: str, settings: ChatPatch | None = None) -> ChatSummary:
+        body = settings.body() if settings is not None else {}
+        resp = await self._call("POST", "/chats", owner, json=body)
         return ChatSummary.model_validate_json(resp.content)
 
     async def get_chat(self, owner: str, chat_id: UUID) -> Chat:
@@ -203,6 +207,27 @@ class DbApi:
             await self._call("DELETE", f"/sessions/{session_id}", owner)
         except (NotFound, DbRejected):
             pass  # already gone, or never was
+
+    # Roles (db_api's presets), owner-scoped like chats.
+
+    async def list_presets(self, owner: str) -> list[Preset]:
+        resp = await self._call("GET", "/presets", owner, params={"limit": 500})
+        return _PRESET_LIST.validate_json(resp.content)
+
+    async def get_preset(self, owner: str, preset_id: UUID) -> Preset:
+        resp = await self._call("GET", f"/presets/{preset_id}", owner)
+        return Preset.model_validate_json(resp.content)
+
+    async def create_preset(self, owner: str, preset: PresetWrite) -> Preset:
+        resp = await self._call("POST", "/presets", owner, json=preset.body())
+        return Preset.model_validate_json(resp.content)
+
+    async def update_preset(self, owner: str, preset_id: UUID, changes: PresetWrite) -> Preset:
+        resp = await self._call("PATCH", f"/presets/{preset_id}", owner, json=changes.body())
+        return Preset.model_validate_json(resp.content)
+
+    async def delete_preset(self, owner: str, preset_id: UUID) -> None:
+        await self._call("DELETE", f"/presets/{preset_id}", owner)
 
     # Search, export and import (issue 14): answers are handed on as db_api wrote them.
 
@@ -316,6 +341,8 @@ def _lm_error(resp_status: int, body: bytes) -> LmError:
 
 # lm_api may restart with another model or context size; re-ask now and then.
 MODEL_INFO_TTL_S = 60.0
+# The model picker's list: short, so a model copied into lm_api's directory shows soon.
+MODEL_LIST_TTL_S = 10.0
 # How long to believe a server has no /tokenize before asking again.
 NO_TOKENIZER_TTL_S = 300.0
 TOKEN_COUNT_CACHE = 4096
@@ -332,6 +359,8 @@ class LmApi:
         self._stall_s = stall_s
         self._model: ModelInfo | None = None
         self._model_at = 0.0
+        self._model_list: list[str] | None = None
+        self._listed_at = 0.0
         # POST /tokenize lives at the server's root, beside /v1 (as llama-server has it).
         root = str(client.base_url).rstrip("/").removesuffix("/v1")
         self._tokenize_url = f"{root}/tokenize"
@@ -346,6 +375,26 @@ class LmApi:
         except httpx.HTTPError:
             return False
         return resp.status_code == 200
+
+    async def list_models(self) -> list[str] | None:
+        """The ids the model server lists (GET /v1/models), or None when it cannot be
+        asked right now. Kept for MODEL_LIST_TTL_S: every chat page shows the list."""
+        if self._model_list is not None and time.monotonic() - self._listed_at < MODEL_LIST_TTL_S:
+            return self._model_list
+        try:
+            resp = await self._client.get("models", timeout=5.0)
+            data = resp.json().get("data", []) if resp.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None
+        if not isinstance(data, list):
+            return None
+        ids = [str(m["id"]) for m in data if isinstance(m, dict) and m.get("id")]
+        self._model_list, self._listed_at = ids, time.monotonic()
+        return ids
+
+    def forget_models(self) -> None:
+        """Ask the server again next time (a name not in the kept list may be new)."""
+        self._model_list = None
 
     async def model_info(self, wanted: str = "", chat_id: UUID | None = None) -> ModelInfo | None:
         """The model to use and its context size, cached once lm_api has answered."""
@@ -414,8 +463,12 @@ class LmApi:
         messages: list[dict[str, str]],
         max_tokens: int,
         chat_id: UUID | None = None,
+        sampling: dict[str, float] | None = None,
     ) -> AsyncIterator[Delta]:
+        """The answer's pieces; `sampling` (temperature, top_p) goes into the request as
+        OpenAI names them, a setting left out is the server's default."""
         body = {
+            **(sampling or {}),
             "model": model,
             "messages": messages,
             "max_tokens": max_tokens,

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 Role = Literal["system", "user", "assistant"]
 # The one spelling of a message's state.
@@ -90,6 +90,8 @@ class Message(_Read):
     version: int = 1
     versions: int = 1
     sibling_ids: list[uuid.UUID] = []
+    # The sampling settings it was generated with (see ChatParams).
+    params: dict[str, Any] | None = None
     # chat_ui's own, never stored: this final state is held in memory because db_api
     # has not taken it yet (it is retried until it does).
     unsaved: bool = False
@@ -142,6 +144,22 @@ class Message(_Read):
         return ""
 
 
+class ChatParams(BaseModel):
+    """A chat's (or a role's) sampling settings as db_api stores them (`params`); None
+    means the model server's default. Keys chat_ui does not know are kept as they are."""
+
+    model_config = ConfigDict(extra="allow")
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    plan_mode: bool | None = None
+    planner_model: str | None = None
+
+    def stored(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
 class ChatSummary(_Read):
     """A chat as the sidebar lists it (GET /chats)."""
 
@@ -149,6 +167,7 @@ class ChatSummary(_Read):
     title: str | None = None
     system_prompt: str | None = None
     model: str | None = None
+    params: ChatParams = Field(default_factory=ChatParams)
     created_at: str = ""
     updated_at: str = ""
 
@@ -197,6 +216,8 @@ class MessagePatch(BaseModel):
     ttft_ms: float | None = None
     generation_ms: float | None = None
     revision: int | None = None
+    model: str | None = None
+    params: dict[str, Any] | None = None
 
     def body(self) -> dict[str, object]:
         return self.model_dump(mode="json", exclude_unset=True)
@@ -209,6 +230,35 @@ class ChatPatch(BaseModel):
 
     title: str | None = None
     system_prompt: str | None = None
+    model: str | None = None
+    params: dict[str, Any] | None = None
+
+    def body(self) -> dict[str, object]:
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class Preset(_Read):
+    """A role (db_api's preset): a person's named system prompt, model and settings."""
+
+    id: uuid.UUID
+    name: str
+    system_prompt: str | None = None
+    model: str | None = None
+    params: ChatParams = Field(default_factory=ChatParams)
+    created_at: str = ""
+    updated_at: str = ""
+
+
+class PresetWrite(BaseModel):
+    """A new role, or a change to one (POST /presets, PATCH /presets/{id}): only the
+    fields set are sent; None clears system_prompt or model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    system_prompt: str | None = None
+    model: str | None = None
+    params: dict[str, Any] | None = None
 
     def body(self) -> dict[str, object]:
         return self.model_dump(mode="json", exclude_unset=True)

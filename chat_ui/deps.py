@@ -8,7 +8,16 @@ from typing import Annotated
 from fastapi import Depends, Header, HTTPException, Query, Request
 from starlette.datastructures import FormData
 
-from chat_ui import config, conversation, generation, metrics, session, versions
+from chat_ui import (
+    chat_settings,
+    config,
+    conversation,
+    generation,
+    metrics,
+    roles,
+    session,
+    versions,
+)
 from chat_ui.clients import DbApi, LmApi
 from chat_ui.web import LoginRequired, checked_form, session_of, set_session
 
@@ -136,3 +145,16 @@ def _stream_offset(
 
 
 StreamOffset = Annotated[int, Depends(_stream_offset)]
+
+
+def _chat_settings(owner: Owner, db: Db, lm: Lm, settings: Settings) -> chat_settings.ChatSettings:
+    return chat_settings.ChatSettings(owner, db, lm, settings)
+
+
+def _roles(owner: Owner, db: Db, lm: Lm, settings: Settings) -> roles.Roles:
+    return roles.Roles(owner, db, lm, settings)
+
+
+# The logged-in person's chat settings (model and sampling) and roles.
+ChatSettings = Annotated[chat_settings.ChatSettings, Depends(_chat_settings)]
+Roles = Annotated[roles.Roles, Depends(_roles)]

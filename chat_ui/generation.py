@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
 from chat_ui.clients import DbApi, DbRejected, DbUnavailable, LmApi, LmError, NotFound, Stale
@@ -44,6 +45,8 @@ from chat_ui.contracts import (
 )
 from chat_ui.metrics import Metrics
 from chat_ui.prompt import PromptPlan, history_before
+from chat_ui.sampling import FIELDS as SAMPLING_FIELDS
+from chat_ui.sampling import sampling_of
 
 log = logging.getLogger("chat_ui.generation")
 
@@ -82,6 +85,9 @@ class Generation:
     ttft_ms: float | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    # What it is generated with (the chat's model and settings), recorded with it.
+    model: str | None = None
+    params: dict[str, Any] | None = None
     # The answer as it now stands: the stored message once the final save is done, the
     # final state with `unsaved` before.
     final: Message | None = None
@@ -261,7 +267,7 @@ class Generations:
 
     async def _generate(self, gen: Generation, chat: Chat) -> None:
         settings = self._settings
-        info = await self._lm.model_info(settings.model or chat.model or "", chat.id)
+        info = await self._lm.model_info(chat.model or settings.model or "", chat.id)
         model = chat.model or settings.model or (info.id if info else "default")
         turns = history_before(chat, gen.message_id)
         resumed_at = len(gen.text)
@@ -269,6 +275,7 @@ class Generations:
             # Continuing: the partial answer is the last turn, left open, and the model
             # server (lm_api, llama-server) sends only what follows it.
             turns.append({"role": "assistant", "content": gen.text})
+        sampling = sampling_of(chat.params)
         plan = PromptPlan(
             self._lm,
             model=model,
@@ -276,13 +283,19 @@ class Generations:
             system_prompt=chat.system_prompt or settings.default_system_prompt,
             turns=turns,
             n_ctx=info.n_ctx if info and info.n_ctx else settings.context_tokens,
-            max_tokens=settings.max_tokens,
+            max_tokens=chat.params.max_tokens or settings.max_tokens,
         )
         current = await plan.first()
+        # Recorded with the answer: its model, and the settings the chat chose (absent: the
+        # defaults), which its stats line shows; max_tokens as sent (the context may cap it).
+        gen.model = model
+        gen.params = {k: v for k, v in chat.params.stored().items() if k in SAMPLING_FIELDS}
+        if "max_tokens" in gen.params:
+            gen.params["max_tokens"] = current.max_tokens
         while True:
             try:
                 async for delta in self._lm.stream_chat(
-                    model, current.messages, current.max_tokens, chat.id
+                    model, current.messages, current.max_tokens, chat.id, sampling
                 ):
                     if delta.prompt_tokens is not None:
                         gen.prompt_tokens = delta.prompt_tokens
@@ -322,6 +335,8 @@ class Generations:
             completion_tokens=gen.completion_tokens,
             revision=gen.next_revision(),
         )
+        if gen.model is not None:
+            patch.model, patch.params = gen.model, gen.params
         gen.final_patch = patch
         gen.final = Message(
             id=gen.message_id,

@@ -13,6 +13,8 @@ from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
 from chat_ui import trusted_identity
+from chat_ui.answer_stats import answer_stats
+from chat_ui.chat_settings import ChatSettings, SettingsView, chosen_params, roles_if_reachable
 from chat_ui.contracts import RUNNING, Chat, Message
 from chat_ui.conversation import Conversation, SendRefused, chat_title
 from chat_ui.markdown_stream import answer_so_far
@@ -30,6 +32,8 @@ TEMPLATES.env.globals.update(
     theme_of=theme_of,
     zone_of=zone_of,
     group_by_date=group_by_date,
+    chosen_params=chosen_params,
+    answer_stats=answer_stats,
 )
 
 
@@ -103,8 +107,13 @@ async def chat_page(
     composer_text: str = "",
     composer_error: str | None = None,
     status: int = 200,
+    panel: SettingsView | None = None,
 ) -> Response:
-    """The chats page: the sidebar and a chat (or, without one, a new chat's composer)."""
+    """The chats page: the sidebar and a chat (or, without one, a new chat's composer);
+    `panel`: the chat's settings as typed (after a refusal), else as stored."""
+    state = request.app.state
+    if chat is not None and panel is None:
+        panel = await ChatSettings(conv.owner, state.db, state.lm, state.settings).view(chat)
     ctx = {
         "chats": await conv.chats(),
         "chat": chat,
@@ -113,6 +122,9 @@ async def chat_page(
         "refresh": chat is not None and chat.unsaved,
         "composer_text": composer_text,
         "composer_error": composer_error,
+        "panel": panel,
+        # A new chat can start from a role.
+        "roles": None if chat is not None else await roles_if_reachable(state.db, conv.owner),
     }
     return page(request, "chats.html", ctx, status=status)
 

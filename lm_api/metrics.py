@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 
 
 class Metrics:
@@ -45,3 +45,20 @@ class Metrics:
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
             registry=r,
         )
+        self.model_requests = Counter(
+            "lm_api_model_requests_total",
+            "Chat completion requests accepted, by the model they asked for.",
+            ["model"],
+            registry=r,
+        )
+        # What clients ask of each model (only requests that set the value count): an
+        # operator sees the sampling in use, and a test what reached lm_api.
+        self.requested = {
+            name: Summary(
+                f"lm_api_requested_{name}",
+                f"The {name} of chat completion requests that set one, by model.",
+                ["model"],
+                registry=r,
+            )
+            for name in ("temperature", "top_p", "max_tokens")
+        }

@@ -139,6 +139,20 @@ def _count(request: Request, status: int) -> None:
         metrics.requests.labels(str(status)).inc()
 
 
+def _count_model(request: Request, model: str, body: ChatCompletionRequest) -> None:
+    """Count an accepted request under its model, with the sampling values it set."""
+    metrics: Metrics = request.app.state.metrics
+    metrics.model_requests.labels(model).inc()
+    chosen = body.model_fields_set
+    for name, value in (
+        ("temperature", body.temperature),
+        ("top_p", body.top_p),
+        ("max_tokens", body.wanted_tokens()),
+    ):
+        if value is not None and (name in chosen or name == "max_tokens"):
+            metrics.requested[name].labels(model).observe(value)
+
+
 def add_error_handlers(app: FastAPI) -> None:
     """Every error, ours or FastAPI's, in OpenAI's shape (OpenAI clients parse it)."""
 
@@ -271,6 +285,7 @@ async def chat_completions(
     except BaseException:
         lease.release()
         raise
+    _count_model(request, lease.name, body)
 
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())

@@ -70,11 +70,27 @@ def model_url() -> str:
 
 
 def _downloaded_model(data_dir: Path) -> tuple[Path | None, list[Path]]:
-    """The model as `parlor download` saves it, and the places looked at."""
+    """The model as `parlor download` saves it, and the places looked at. Without the
+    default model, another one downloaded there (`parlor download llama-3.2-1b`) is the
+    default instead: a person who fetched the model they wanted gets no second download."""
     name = model_url().rsplit("/", 1)[-1]
     # `parlor download` saves into ./models by default; --models-dir data/models also works.
-    places = [Path("models") / name, data_dir / "models" / name]
-    return next((p for p in places if p.is_file()), None), places
+    folders = [Path("models"), data_dir / "models"]
+    places = [folder / name for folder in folders]
+    found = next((p for p in places if p.is_file()), None)
+    if found is None:
+        # The demo model is never taken for a chosen one (a later run still downloads).
+        others = (
+            sorted(p for p in f.glob("*.gguf") if p.is_file() and p.name != DEMO_MODEL)
+            for f in folders
+        )
+        found = next((paths[0] for paths in others if paths), None)
+    return found, places
+
+
+def served_models(model: Path) -> list[str]:
+    """The models lm_api serves beside `model`: every GGUF in its directory, by name."""
+    return sorted(p.stem for p in model.parent.glob("*.gguf") if p.is_file())
 
 
 def demo_model(data_dir: Path) -> Path:
@@ -184,6 +200,9 @@ def _run(options: UpOptions) -> int:
             say("--reload: a service restarts when a file of its package changes")
         db = supervisor.start(db_spec)
         say(f"loading model {model}")
+        others = [name for name in served_models(model) if name != model.stem]
+        if others:
+            say(f"also served from {model.parent} (loaded on first use): {', '.join(others)}")
         lm = supervisor.start(lm_spec)
         supervisor.wait_healthy(db)
         supervisor.wait_healthy(lm)

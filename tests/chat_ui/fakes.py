@@ -49,6 +49,7 @@ class FakeDb:
         self.chats: dict[str, dict[str, Any]] = {}
         self.messages: dict[str, dict[str, Any]] = {}
         self.sessions: dict[str, str] = {}  # id -> owner
+        self.presets: dict[str, dict[str, Any]] = {}
         self.down = False
         # Partial writes (status streaming) reach the store only once a final write has,
         # whatever happens to the request that carried them (as on a slow network).
@@ -196,6 +197,8 @@ class FakeDb:
         parts = path.strip("/").split("/")
         if parts[0] == "sessions":
             return self._sessions(owner, method, parts)
+        if parts[0] == "presets":
+            return self._presets(owner, method, parts, body)
         if parts == ["chats"] and method == "GET":
             mine = [c for c in self.chats.values() if c["owner"] == owner]
             mine.sort(key=lambda c: c["updated_at"], reverse=True)
@@ -208,6 +211,7 @@ class FakeDb:
                 "title": body.get("title"),
                 "system_prompt": body.get("system_prompt"),
                 "model": body.get("model"),
+                "params": body.get("params") or {},
                 "current_leaf_id": None,
                 "created_at": now,
                 "updated_at": now,
@@ -222,7 +226,7 @@ class FakeDb:
             if len(parts) == 2 and method == "GET":
                 return httpx.Response(200, json=self._chat_json(chat, with_messages=True))
             if len(parts) == 2 and method == "PATCH":
-                for key in ("title", "system_prompt", "model"):
+                for key in ("title", "system_prompt", "model", "params"):
                     if key in body:
                         chat[key] = body[key]
                 chat["updated_at"] = self._now()
@@ -320,6 +324,59 @@ class FakeDb:
         msg["updated_at"] = self._now()
         return httpx.Response(200, json=self._out(msg))
 
+    def _presets(
+        self, owner: str, method: str, parts: list[str], body: dict[str, Any]
+    ) -> httpx.Response:
+        """db_api's /presets: names unique per owner (409), at most 100 characters."""
+        if len(str(body.get("name", ""))) > 100:
+            return httpx.Response(422, json={"detail": "name is too long"})
+
+        def taken(name: object, other_than: str | None = None) -> bool:
+            return any(
+                p["owner"] == owner and p["name"] == name and p["id"] != other_than
+                for p in self.presets.values()
+            )
+
+        def out(preset: dict[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in preset.items() if k != "owner"}
+
+        if parts == ["presets"] and method == "GET":
+            mine = sorted(
+                (p for p in self.presets.values() if p["owner"] == owner), key=lambda p: p["name"]
+            )
+            return httpx.Response(200, json=[out(p) for p in mine])
+        if parts == ["presets"] and method == "POST":
+            if taken(body.get("name")):
+                return httpx.Response(409, json={"detail": "a preset of that name exists"})
+            now = self._now()
+            preset = {
+                "id": str(uuid.uuid4()),
+                "owner": owner,
+                "name": body["name"],
+                "system_prompt": body.get("system_prompt"),
+                "model": body.get("model"),
+                "params": body.get("params") or {},
+                "created_at": now,
+                "updated_at": now,
+            }
+            self.presets[preset["id"]] = preset
+            return httpx.Response(201, json=out(preset))
+        found = self.presets.get(parts[1]) if len(parts) == 2 else None
+        if found is None or found["owner"] != owner:
+            return httpx.Response(404, json={"detail": "preset not found"})
+        if method == "GET":
+            return httpx.Response(200, json=out(found))
+        if method == "PATCH":
+            if "name" in body and taken(body["name"], found["id"]):
+                return httpx.Response(409, json={"detail": "a preset of that name exists"})
+            found.update(body)
+            found["updated_at"] = self._now()
+            return httpx.Response(200, json=out(found))
+        if method == "DELETE":
+            del self.presets[found["id"]]
+            return httpx.Response(204)
+        return httpx.Response(405, json={"detail": "not allowed"})
+
     def _sessions(self, owner: str, method: str, parts: list[str]) -> httpx.Response:
         if parts == ["sessions"] and method == "POST":
             sid = str(uuid.uuid4())
@@ -349,6 +406,8 @@ class FakeLm:
         self.tokens: list[str] = ["Hello", ", ", "world", "!"]
         self.n_ctx: int | None = 4096
         self.model_id = "fake-model"
+        # More models /v1/models lists after model_id.
+        self.other_models: list[str] = []
         self.down = False
         # Hold the stream after this many tokens until release() (None: never hold).
         self.hold_after: int | None = None
@@ -405,7 +464,8 @@ class FakeLm:
                 json={
                     "object": "list",
                     "data": [
-                        {"id": self.model_id, "object": "model", "owned_by": "test", "meta": meta}
+                        {"id": model, "object": "model", "owned_by": "test", "meta": meta}
+                        for model in [self.model_id, *self.other_models]
                     ],
                 },
             )

@@ -248,3 +248,28 @@ def test_the_line_for_a_loading_model_is_bounded_by_max_queue(models_dir: Path) 
             loads.release.set()
             first.join(60)
     assert results["first"].status_code == 200
+
+
+def metric(url: str, name: str, model: str) -> float:
+    """One labelled sample of lm_api's /metrics (0 when not exported yet)."""
+    text = httpx.get(url + "/metrics", timeout=30).text
+    for line in text.splitlines():
+        if line.startswith(f'{name}{{model="{model}"}} '):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_count_requests_per_model_with_the_sampling_they_set(
+    one_at_a_time: tuple[str, Loads],
+) -> None:
+    url, _loads = one_at_a_time
+    assert ask(url, "beta", max_tokens=3, temperature=0.7, top_p=0.9).status_code == 200
+    assert ask(url, "beta", max_tokens=5).status_code == 200  # temperature 0, no top_p
+    assert ask(url, "nope").status_code == 404  # never accepted: not counted
+    assert metric(url, "lm_api_model_requests_total", "beta") == 2
+    assert metric(url, "lm_api_model_requests_total", "nope") == 0
+    assert metric(url, "lm_api_requested_temperature_count", "beta") == 2
+    assert metric(url, "lm_api_requested_temperature_sum", "beta") == pytest.approx(0.7)
+    assert metric(url, "lm_api_requested_top_p_count", "beta") == 1
+    assert metric(url, "lm_api_requested_top_p_sum", "beta") == pytest.approx(0.9)
+    assert metric(url, "lm_api_requested_max_tokens_sum", "beta") == 8
