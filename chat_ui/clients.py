@@ -28,6 +28,7 @@ from chat_ui.contracts import (
     ChatSummary,
     Message,
     MessagePatch,
+    Preset,
     Reason,
     Turn,
 )
@@ -35,6 +36,7 @@ from chat_ui.contracts import (
 log = logging.getLogger("chat_ui.clients")
 
 _CHAT_LIST = TypeAdapter(list[ChatSummary])
+_PRESET_LIST = TypeAdapter(list[Preset])
 # How long db_api may take to store an imported file (nginx's /import allows as much).
 IMPORT_TIMEOUT_S = 600.0
 
@@ -160,6 +162,11 @@ class DbApi:
         body = {"reason": reason, "error": error}
         resp = await self._call("POST", f"/messages/{message_id}/expire", owner, json=body)
         return Message.model_validate_json(resp.content)
+
+    async def list_presets(self, owner: str) -> list[Preset]:
+        """The person's roles (presets), by name."""
+        resp = await self._call("GET", "/presets", owner, params={"limit": 500})
+        return _PRESET_LIST.validate_json(resp.content)
 
     async def create_session(self, owner: str) -> str:
         resp = await self._call("POST", "/sessions", owner, json={})
@@ -341,6 +348,18 @@ class LmApi:
         )
         self._model, self._model_at = info, time.monotonic()
         return info
+
+    async def model_ids(self) -> list[str] | None:
+        """The ids GET /v1/models lists (the default first), or None when the model
+        server cannot say right now."""
+        try:
+            resp = await self._client.get("models", timeout=5.0)
+            models = resp.json().get("data", []) if resp.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None
+        if not isinstance(models, list):
+            return None
+        return [str(m["id"]) for m in models if isinstance(m, dict) and m.get("id")]
 
     async def count_tokens(
         self, model: str, messages: list[dict[str, str]], chat_id: UUID | None = None

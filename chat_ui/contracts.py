@@ -32,6 +32,7 @@ Reason = Literal[
     "lease_expired",
 ]
 FinishReason = Literal["stop", "length"]
+TitleSource = Literal["auto", "user", "model"]
 
 # What the page says about an answer that ended for this reason, when it has no error text.
 REASON_TEXT: dict[str, str] = {
@@ -86,6 +87,8 @@ class Message(_Read):
     finish_reason: str | None = None
     reason: str | None = None
     model: str | None = None
+    # The plan a planner model wrote before this answer (plan mode), shown folded above it.
+    plan: str | None = None
     # chat_ui's own, never stored: this final state is held in memory because db_api
     # has not taken it yet (it is retried until it does).
     unsaved: bool = False
@@ -115,6 +118,29 @@ class ChatSummary(_Read):
     model: str | None = None
     created_at: str = ""
     updated_at: str = ""
+    # Sampling settings and plan mode (db_api's ChatParams, stored form); {} = defaults.
+    params: dict[str, object] = {}
+    # Who gave the title: "auto" (first words), "model" or "user" (never replaced).
+    title_source: TitleSource = "auto"
+
+    @property
+    def plan_mode(self) -> bool:
+        return self.params.get("plan_mode") is True
+
+    @property
+    def planner_model(self) -> str | None:
+        value = self.params.get("planner_model")
+        return value if isinstance(value, str) and value else None
+
+
+class Preset(_Read):
+    """A role: a person's named system prompt, model and settings (GET /presets)."""
+
+    id: uuid.UUID
+    name: str
+    system_prompt: str | None = None
+    model: str | None = None
+    params: dict[str, object] = {}
 
 
 class Chat(ChatSummary):
@@ -161,6 +187,7 @@ class MessagePatch(BaseModel):
     ttft_ms: float | None = None
     generation_ms: float | None = None
     revision: int | None = None
+    plan: str | None = None
 
     def body(self) -> dict[str, object]:
         return self.model_dump(mode="json", exclude_unset=True)
@@ -173,6 +200,10 @@ class ChatPatch(BaseModel):
 
     title: str | None = None
     system_prompt: str | None = None
+    model: str | None = None
+    # Replaces the stored settings as a whole ({} for all defaults).
+    params: dict[str, object] | None = None
+    title_source: TitleSource | None = None
 
     def body(self) -> dict[str, object]:
         return self.model_dump(mode="json", exclude_unset=True)

@@ -171,7 +171,10 @@ class Conversation:
         if len(title) > limit:
             raise Refused(422, "Title too long", f"Chat titles are at most {limit} characters.")
         try:
-            await self._db.update_chat(self.owner, chat_id, ChatPatch(title=title))
+            # "user": a title the person gave, which a model's title never replaces.
+            await self._db.update_chat(
+                self.owner, chat_id, ChatPatch(title=title, title_source="user")
+            )
         except DbRejected as exc:
             raise Refused(422, "Could not rename", exc.detail) from exc
 

@@ -21,6 +21,7 @@ from chat_ui.generation import Generations
 from chat_ui.metrics import Metrics
 from chat_ui.middleware import BodyLimit, SecurityAndMetrics
 from chat_ui.routes import answers, auth, chats, ops, search, theme, transfer
+from chat_ui.routes import commands as command_routes
 from chat_ui.session import SessionCodec, SessionStore
 from chat_ui.web import CsrfError, LoginRequired, is_htmx, page, redirect
 
@@ -141,6 +142,7 @@ def create_app(
     _install_error_pages(app)
     for module in (auth, chats, answers, theme, ops, search, transfer):
         app.include_router(module.router)
+    app.include_router(command_routes.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(SecurityAndMetrics, metrics=metrics)
     app.add_middleware(

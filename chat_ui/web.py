@@ -102,6 +102,7 @@ async def chat_page(
     *,
     composer_text: str = "",
     composer_error: str | None = None,
+    command_note: Any = None,
     status: int = 200,
 ) -> Response:
     """The chats page: the sidebar and a chat (or, without one, a new chat's composer)."""
@@ -113,6 +114,8 @@ async def chat_page(
         "refresh": chat is not None and chat.unsaved,
         "composer_text": composer_text,
         "composer_error": composer_error,
+        # A slash command's answer (chat_ui.commands.Note), shown above the message box.
+        "command_note": command_note,
     }
     return page(request, "chats.html", ctx, status=status)
 

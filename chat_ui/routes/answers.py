@@ -18,6 +18,7 @@ from chat_ui.conversation import SendRefused
 from chat_ui.generation import Generation
 from chat_ui.generation import Update as FollowUpdate
 from chat_ui.markdown_stream import MarkdownStream, block_html, live_html, sync_html
+from chat_ui.routes.commands import typed_command
 from chat_ui.web import (
     bubble,
     chat_page,
@@ -35,8 +36,17 @@ router = APIRouter()
 
 @router.post("/chats/{chat_id}/messages")
 async def send(
-    request: Request, chat_id: UUID, form: deps.CheckedForm, conv: deps.Conversation
+    request: Request,
+    chat_id: UUID,
+    form: deps.CheckedForm,
+    conv: deps.Conversation,
+    db: deps.Db,
+    lm: deps.Lm,
 ) -> Response:
+    # A slash command is answered here and never reaches the model.
+    command = await typed_command(request, conv, db, lm, chat_id, form_text(form, "content"))
+    if command is not None:
+        return command
     try:
         sent = await conv.send(chat_id, form_text(form, "content"))
     except SendRefused as refused:

@@ -1,0 +1,51 @@
+// Slash command suggestions: the list comes from the server (htmx, /commands/suggest);
+// this makes it usable from the keyboard. Tab (or ArrowDown, then Enter) in the message
+// box takes a suggestion; ArrowUp/ArrowDown move in the list; Escape closes it.
+(function () {
+  "use strict";
+  function box() { return document.getElementById("composer-input"); }
+  function options() {
+    var list = document.getElementById("command-suggestions");
+    return list ? Array.prototype.slice.call(list.querySelectorAll(".command-suggestion")) : [];
+  }
+  function close() {
+    var list = document.getElementById("command-suggestions");
+    if (list) list.innerHTML = "";
+  }
+  function take(button) {
+    var input = box();
+    if (!input) return;
+    input.value = button.getAttribute("data-fill") || "";
+    close();
+    input.focus();
+    input.setSelectionRange(input.value.length, input.value.length);
+  }
+  document.addEventListener("click", function (event) {
+    var button = event.target instanceof Element && event.target.closest(".command-suggestion");
+    if (button) take(button);
+  });
+  document.addEventListener("keydown", function (event) {
+    var found = options();
+    if (!found.length) return;
+    var input = box();
+    var at = found.indexOf(document.activeElement);
+    if (event.key === "Escape") {
+      close();
+      if (input) input.focus();
+      event.preventDefault();
+    } else if (event.target === input && (event.key === "Tab" && !event.shiftKey)) {
+      event.preventDefault();
+      take(found[0]);
+    } else if (event.target === input && event.key === "ArrowDown") {
+      event.preventDefault();
+      found[0].focus();
+    } else if (at >= 0 && event.key === "ArrowDown") {
+      event.preventDefault();
+      found[Math.min(at + 1, found.length - 1)].focus();
+    } else if (at >= 0 && event.key === "ArrowUp") {
+      event.preventDefault();
+      if (at === 0 && input) input.focus();
+      else found[at - 1].focus();
+    }
+  });
+})();
