@@ -144,6 +144,9 @@ async def _rendered(
                 yield ServerSentEvent(data=update.tail, event="token", id=str(change.offset))
         if change.notice is not None:
             yield ServerSentEvent(data=escape(change.notice), event="notice")
+        if change.plan is not None:
+            # Plan mode: the plan so far, whole (short), shown folded above the answer.
+            yield ServerSentEvent(data=escape(change.plan), event="plan")
     last = md.close()
     if last.replace:
         yield ServerSentEvent(data=block_html(message_id, last), event="block")

@@ -48,6 +48,8 @@ class FakeDb:
         self.chats: dict[str, dict[str, Any]] = {}
         self.messages: dict[str, dict[str, Any]] = {}
         self.sessions: dict[str, str] = {}  # id -> owner
+        # Roles (GET /presets), each with its "owner".
+        self.presets: list[dict[str, Any]] = []
         self.down = False
         # Partial writes (status streaming) reach the store only once a final write has,
         # whatever happens to the request that carried them (as on a slow network).
@@ -153,6 +155,9 @@ class FakeDb:
         parts = path.strip("/").split("/")
         if parts[0] == "sessions":
             return self._sessions(owner, method, parts)
+        if parts == ["presets"] and method == "GET":
+            mine = [p for p in self.presets if p["owner"] == owner]
+            return httpx.Response(200, json=sorted(mine, key=lambda p: p["name"]))
         if parts == ["chats"] and method == "GET":
             mine = [c for c in self.chats.values() if c["owner"] == owner]
             mine.sort(key=lambda c: c["updated_at"], reverse=True)
@@ -165,6 +170,8 @@ class FakeDb:
                 "title": body.get("title"),
                 "system_prompt": body.get("system_prompt"),
                 "model": body.get("model"),
+                "params": body.get("params") or {},
+                "title_source": body.get("title_source", "auto"),
                 "current_leaf_id": None,
                 "created_at": now,
                 "updated_at": now,
@@ -179,7 +186,9 @@ class FakeDb:
             if len(parts) == 2 and method == "GET":
                 return httpx.Response(200, json=self._chat_json(chat, with_messages=True))
             if len(parts) == 2 and method == "PATCH":
-                for key in ("title", "system_prompt", "model"):
+                if body.get("title_source") == "model" and chat["title_source"] == "user":
+                    return httpx.Response(409, json={"detail": "the chat was named by its owner"})
+                for key in ("title", "system_prompt", "model", "params", "title_source"):
                     if key in body:
                         chat[key] = body[key]
                 chat["updated_at"] = self._now()
@@ -282,6 +291,8 @@ class FakeLm:
         self.tokens: list[str] = ["Hello", ", ", "world", "!"]
         self.n_ctx: int | None = 4096
         self.model_id = "fake-model"
+        # More models GET /v1/models lists after model_id.
+        self.more_models: list[str] = []
         self.down = False
         # Hold the stream after this many tokens until release() (None: never hold).
         self.hold_after: int | None = None
@@ -336,7 +347,8 @@ class FakeLm:
                 json={
                     "object": "list",
                     "data": [
-                        {"id": self.model_id, "object": "model", "owned_by": "test", "meta": meta}
+                        {"id": name, "object": "model", "owned_by": "test", "meta": meta}
+                        for name in [self.model_id, *self.more_models]
                     ],
                 },
             )
