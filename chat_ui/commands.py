@@ -96,6 +96,15 @@ def parse(text: str) -> Invocation | None:
     return Invocation(word=word, argument=argument, command=_BY_NAME.get(word))
 
 
+@dataclass(frozen=True)
+class Suggestion:
+    """One line of the suggestions: what it puts in the box, what it shows."""
+
+    fill: str
+    label: str
+    hint: str
+
+
 def suggest(text: str) -> list[Command]:
     """The commands whose name starts with what is typed (`/` alone: all of them)."""
     if not text.startswith("/") or any(c.isspace() for c in text):
@@ -104,6 +113,32 @@ def suggest(text: str) -> list[Command]:
     if not re.fullmatch(r"[a-z_]*", typed):
         return []
     return [c for c in COMMANDS if c.name.startswith(typed)]
+
+
+async def suggestions(text: str, db: DbApi, lm: LmApi, owner: str) -> list[Suggestion]:
+    """What to offer while `text` is typed: the matching commands, or, after `/model `,
+    `/role ` or `/plan `, the matching arguments (models, the person's roles, on/off)."""
+    matched = re.fullmatch(r"/(model|role|plan)\s+(.*)", text, re.IGNORECASE | re.DOTALL)
+    if matched is None:
+        return [
+            Suggestion(f"/{c.name}{' ' if c.args else ''}", c.usage, c.help) for c in suggest(text)
+        ]
+    name, typed = matched.group(1).lower(), matched.group(2).lstrip().lower()
+    choices: list[tuple[str, str]] = []
+    try:
+        if name == "model":
+            choices = [(m, "") for m in await lm.model_ids() or []]
+        elif name == "role":
+            choices = _role_items(await db.list_presets(owner))
+        else:
+            choices = [("on", "plan before each answer"), ("off", "answer straight away")]
+    except (DbUnavailable, DbRejected):
+        return []
+    return [
+        Suggestion(f"/{name} {value}", f"/{name} {value}", hint)
+        for value, hint in choices
+        if value.lower().startswith(typed)
+    ]
 
 
 async def run(invocation: Invocation, ctx: Context) -> Note:

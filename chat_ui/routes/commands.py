@@ -62,8 +62,13 @@ async def typed_command(
 async def suggest(
     request: Request,
     owner: deps.Owner,
+    db: deps.Db,
+    lm: deps.Lm,
     content: Annotated[str, Query(max_length=100_000)] = "",
 ) -> Response:
-    """The commands matching what the message box holds (htmx, while typing `/...`)."""
-    matches = commands.suggest(content[:SUGGEST_CHARS]) if len(content) <= SUGGEST_CHARS else []
-    return page(request, "_command_suggestions.html", {"suggestions": matches})
+    """The commands (or a command's arguments) matching what the message box holds
+    (htmx, while typing `/...`); nothing for a long text, which is no command."""
+    found = []
+    if content.startswith("/") and len(content) <= SUGGEST_CHARS:
+        found = await commands.suggestions(content, db, lm, owner)
+    return page(request, "_command_suggestions.html", {"suggestions": found})

@@ -19,6 +19,8 @@
     close();
     input.focus();
     input.setSelectionRange(input.value.length, input.value.length);
+    // As if typed: after "/model " the list offers the models (htmx listens for input).
+    input.dispatchEvent(new Event("input", { bubbles: true }));
   }
   document.addEventListener("click", function (event) {
     var button = event.target instanceof Element && event.target.closest(".command-suggestion");

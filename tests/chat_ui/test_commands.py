@@ -342,6 +342,36 @@ def test_suggest_route(ada: Browser) -> None:
     assert empty.status_code == 200 and "command-suggestion" not in empty.text
 
 
+def test_suggested_arguments(ada: Browser, fake_lm: FakeLm, fake_db: FakeDb) -> None:
+    fake_lm.more_models = ["big-model.gguf", "bigger"]
+    chat = ada.new_chat()
+    owner = fake_db.chats[chat]["owner"]
+    fake_db.presets = [
+        {
+            "id": "00000000-0000-4000-8000-000000000003",
+            "owner": owner,
+            "name": "Code reviewer",
+            "system_prompt": None,
+            "model": None,
+            "params": {},
+        },
+    ]
+
+    def fills(text: str) -> list[str]:
+        resp = ada.get("/commands/suggest", params={"content": text})
+        assert resp.status_code == 200
+        return [html.unescape(f) for f in re.findall(r'data-fill="([^"]*)"', resp.text)]
+
+    assert fills("/model ") == ["/model fake-model", "/model big-model.gguf", "/model bigger"]
+    assert fills("/model BIG") == ["/model big-model.gguf", "/model bigger"]
+    assert fills("/role code r") == ["/role Code reviewer"]
+    assert fills("/plan o") == ["/plan on", "/plan off"]
+    assert fills("/title x") == [] and fills("/model nothing") == []
+    fake_lm.down = True
+    assert fills("/model ") == []
+    assert fake_lm.requests == []
+
+
 def test_the_composer_asks_for_suggestions(ada: Browser) -> None:
     page = ada.get("/chats").text
     assert 'hx-get="/commands/suggest"' in page and 'id="command-suggestions"' in page

@@ -19,8 +19,11 @@ import pytest
 
 from parlor.stack import Stack
 from tests.stack.conftest import WAIT_MS, stack_on
+from tests.stack.test_browser import shot
 from tests.stack.visitor import Visitor
 from tests.support import SHARED
+
+pytestmark = pytest.mark.slow
 
 STORIES = SHARED / "models" / "stories260K.gguf"
 NOTE = re.compile(r'<div id="command-note" class="command-note[^"]*" role="\w+">(.*?)</div>', re.S)
@@ -387,6 +390,8 @@ def test_suggestions_and_a_command_in_the_browser(browser: Any, stack: Stack) ->
 
         box = page.locator("#composer-input")
         box.press_sequentially("/pl")
+        expect(page.locator("#command-suggestions .command-suggestion")).to_have_count(1)
+        shot(page, "command-suggestions")
         suggestion = page.locator("#command-suggestions .command-suggestion")
         expect(suggestion).to_have_count(1, timeout=WAIT_MS)
         expect(suggestion).to_contain_text("/plan on|off")
@@ -409,13 +414,44 @@ def test_suggestions_and_a_command_in_the_browser(browser: Any, stack: Stack) ->
         page.keyboard.press("Enter")
         expect(box).to_have_value("/model ")
         expect(box).to_be_focused()
-        box.press_sequentially("nope")
+        # Then the models, as lm_api lists them; typing narrows them, Tab takes one.
+        options = page.locator("#command-suggestions .command-suggestion")
+        expect(options.filter(has_text="/model small")).to_have_count(1)
+        box.press_sequentially("oth")
+        expect(options).to_have_count(1)
+        expect(options).to_contain_text("/model other")
+        box.press("Tab")
+        expect(box).to_have_value("/model other")
+        box.press("Enter")
+        expect(page.locator("#command-note")).to_contain_text("now answers with other")
+        box = page.locator("#composer-input")
+        box.press_sequentially("/model nope")
         box.press("Enter")
         expect(page.locator("#command-note")).to_contain_text("no model named")
         expect(page.locator("#composer-input")).to_have_value("/model nope")
 
         chat_id = location.rsplit("/", 1)[1]
-        assert stored_chat(stack, chat_id)["params"] == {"plan_mode": True}
-        assert completions(stack) == before
+        stored = stored_chat(stack, chat_id)
+        assert stored["params"] == {"plan_mode": True} and stored["model"] == "other"
+        assert stored["messages"] == [] and completions(stack) == before
+        shot(page, "command-note")
+
+        # Plan mode in the page: the plan folded above the answer.
+        box.fill("/title Browser plans")
+        box.press("Enter")
+        expect(page.locator("#chat-heading")).to_have_text("Browser plans")
+        page.locator("#composer-input").fill("Why is the sky blue?")
+        page.locator("#composer-input").press("Enter")
+        answer = page.locator('#messages .msg-assistant[data-status="complete"]')
+        expect(answer).to_have_count(1)
+        plan = answer.locator("details.msg-plan")
+        expect(plan).to_be_visible()
+        expect(plan.locator(".plan-body")).to_be_hidden()  # folded
+        plan.locator("summary").click()
+        expect(plan.locator(".plan-body")).to_be_visible()
+        assert plan.locator(".plan-body").inner_text().strip()
+        shot(page, "plan-mode")
+        stack.wait_idle()
+        assert completions(stack) == before + 2
     finally:
         context.close()
