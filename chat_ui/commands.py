@@ -118,6 +118,12 @@ def suggest(text: str) -> list[Command]:
 async def suggestions(text: str, db: DbApi, lm: LmApi, owner: str) -> list[Suggestion]:
     """What to offer while `text` is typed: the matching commands, or, after `/model `,
     `/role ` or `/plan `, the matching arguments (models, the person's roles, on/off)."""
+    found = await _suggestions(text, db, lm, owner)
+    # What is typed already is no suggestion (so Tab leaves a finished command alone).
+    return [s for s in found if s.fill != text]
+
+
+async def _suggestions(text: str, db: DbApi, lm: LmApi, owner: str) -> list[Suggestion]:
     matched = re.fullmatch(r"/(model|role|plan)\s+(.*)", text, re.IGNORECASE | re.DOTALL)
     if matched is None:
         return [
@@ -207,7 +213,8 @@ async def _model_choices(ctx: Context) -> list[str] | Note:
 
 
 def _model_items(ids: list[str], chat: Chat | None) -> list[tuple[str, str]]:
-    current = chat.model if chat is not None and chat.model in ids else ids[0]
+    # The chat's model (none set: the default); one the server no longer lists is unmarked.
+    current = chat.model if chat is not None and chat.model else ids[0]
     items = []
     for i, name in enumerate(ids):
         marks = ["the default"] if i == 0 else []

@@ -1,6 +1,7 @@
 // Slash command suggestions: the list comes from the server (htmx, /commands/suggest);
-// this makes it usable from the keyboard. Tab (or ArrowDown, then Enter) in the message
-// box takes a suggestion; ArrowUp/ArrowDown move in the list; Escape closes it.
+// this makes it usable from the keyboard. Tab in the message box takes the first
+// suggestion; ArrowDown (or ArrowUp) goes into the list, where the arrows move and Enter
+// takes one; Escape closes it.
 (function () {
   "use strict";
   function box() { return document.getElementById("composer-input"); }
@@ -41,13 +42,17 @@
     } else if (event.target === input && event.key === "ArrowDown") {
       event.preventDefault();
       found[0].focus();
+    } else if (event.target === input && event.key === "ArrowUp") {
+      // The list is drawn above the box: Up reaches its nearest (last) line.
+      event.preventDefault();
+      found[found.length - 1].focus();
     } else if (at >= 0 && event.key === "ArrowDown") {
       event.preventDefault();
-      found[Math.min(at + 1, found.length - 1)].focus();
+      if (at === found.length - 1 && input) input.focus();
+      else found[at + 1].focus();
     } else if (at >= 0 && event.key === "ArrowUp") {
       event.preventDefault();
-      if (at === 0 && input) input.focus();
-      else found[at - 1].focus();
+      if (at > 0) found[at - 1].focus();
     }
   });
 })();

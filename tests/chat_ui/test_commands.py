@@ -366,6 +366,9 @@ def test_suggested_arguments(ada: Browser, fake_lm: FakeLm, fake_db: FakeDb) -> 
     assert fills("/model BIG") == ["/model big-model.gguf", "/model bigger"]
     assert fills("/role code r") == ["/role Code reviewer"]
     assert fills("/plan o") == ["/plan on", "/plan off"]
+    # What is typed whole is not offered again (Tab leaves it alone).
+    assert fills("/plan on") == [] and fills("/models") == []
+    assert fills("/model") == ["/models", "/model "]
     assert fills("/title x") == [] and fills("/model nothing") == []
     fake_lm.down = True
     assert fills("/model ") == []
