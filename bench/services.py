@@ -59,8 +59,9 @@ def run_bench_stack(
             # Room for part 2's largest load; one more waiting request would be refused.
             "LM_API_MAX_QUEUE": "16",
         },
-        # No system prompt, so every depth sends the model the very same prompt.
-        ui_env={"CHAT_UI_DEFAULT_SYSTEM_PROMPT": ""},
+        # No system prompt, so every depth sends the model the very same prompt; no
+        # model titles, so the model answers only what the benchmark asks.
+        ui_env={"CHAT_UI_DEFAULT_SYSTEM_PROMPT": "", "CHAT_UI_MODEL_TITLES": "false"},
     ) as stack:
         yield stack
 

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     max_tokens: int = Field(default=512, ge=1)
     # Context size used when /v1/models gives no meta.n_ctx.
     context_tokens: int = Field(default=4096, ge=64)
+    # After a chat's first answer, ask the model for a short title (chat_ui.titles).
+    model_titles: bool = True
 
     # How long a login lasts; the browser key cookie lives much longer (see session.py).
     session_max_age_s: int = Field(default=14 * 24 * 3600, ge=60)

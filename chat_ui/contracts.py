@@ -32,6 +32,7 @@ Reason = Literal[
     "lease_expired",
 ]
 FinishReason = Literal["stop", "length"]
+TitleSource = Literal["auto", "user", "model"]
 
 # What the page says about an answer that ended for this reason, when it has no error text.
 REASON_TEXT: dict[str, str] = {
@@ -92,6 +93,8 @@ class Message(_Read):
     sibling_ids: list[uuid.UUID] = []
     # The sampling settings it was generated with (see ChatParams).
     params: dict[str, Any] | None = None
+    # The plan a planner model wrote before this answer (plan mode), shown folded above it.
+    plan: str | None = None
     # chat_ui's own, never stored: this final state is held in memory because db_api
     # has not taken it yet (it is retried until it does).
     unsaved: bool = False
@@ -170,6 +173,16 @@ class ChatSummary(_Read):
     params: ChatParams = Field(default_factory=ChatParams)
     created_at: str = ""
     updated_at: str = ""
+    # Who gave the title: "auto" (first words), "model" or "user" (never replaced).
+    title_source: TitleSource = "auto"
+
+    @property
+    def plan_mode(self) -> bool:
+        return self.params.plan_mode is True
+
+    @property
+    def planner_model(self) -> str | None:
+        return self.params.planner_model or None
 
 
 class Chat(ChatSummary):
@@ -218,6 +231,7 @@ class MessagePatch(BaseModel):
     revision: int | None = None
     model: str | None = None
     params: dict[str, Any] | None = None
+    plan: str | None = None
 
     def body(self) -> dict[str, object]:
         return self.model_dump(mode="json", exclude_unset=True)
@@ -232,6 +246,7 @@ class ChatPatch(BaseModel):
     system_prompt: str | None = None
     model: str | None = None
     params: dict[str, Any] | None = None
+    title_source: TitleSource | None = None
 
     def body(self) -> dict[str, object]:
         return self.model_dump(mode="json", exclude_unset=True)

@@ -45,6 +45,7 @@ RETRY_RESET = MessagePatch(
     completion_tokens=None,
     ttft_ms=None,
     generation_ms=None,
+    plan=None,
 )
 # What an answer that no generation will finish is ended with.
 ORPHANED_REASON: Reason = "server_restarted"
@@ -131,10 +132,12 @@ class Conversation:
             if gen is not None:
                 if gen.finished.is_set() and gen.final is not None:
                     chat.replace(gen.final)
-                elif len(gen.text) > len(msg.content):
+                elif len(gen.text) > len(msg.content) or len(gen.plan) > len(msg.plan or ""):
                     # The stored partial lags by up to a flush interval: a reload shows the
-                    # text as this process has it, and the stream follows on from there.
-                    chat.replace(msg.model_copy(update={"content": gen.text}))
+                    # text (and plan) as this process has it, and the stream follows on.
+                    content = max(gen.text, msg.content, key=len)
+                    plan = max(gen.plan, msg.plan or "", key=len) or None
+                    chat.replace(msg.model_copy(update={"content": content, "plan": plan}))
                 continue
             try:
                 chat.replace(
@@ -171,7 +174,10 @@ class Conversation:
         if len(title) > limit:
             raise Refused(422, "Title too long", f"Chat titles are at most {limit} characters.")
         try:
-            await self._db.update_chat(self.owner, chat_id, ChatPatch(title=title))
+            # "user": a title the person gave, which a model's title never replaces.
+            await self._db.update_chat(
+                self.owner, chat_id, ChatPatch(title=title, title_source="user")
+            )
         except DbRejected as exc:
             raise Refused(422, "Could not rename", exc.detail) from exc
 
@@ -251,7 +257,8 @@ class Conversation:
             raise SendRefused(503, STORAGE_AWAY, content) from exc
         except DbRejected as exc:
             raise SendRefused(422, exc.detail, content) from exc
-        if not chat.title:
+        first = not chat.title
+        if first:
             try:
                 titled = await self._db.update_chat(
                     self.owner, chat_id, ChatPatch(title=title_from(content))
@@ -260,7 +267,9 @@ class Conversation:
             except (DbUnavailable, DbRejected) as exc:
                 log.warning("could not title chat %s: %s", chat_id, exc)
         chat.messages = [*chat.messages, turn.user, turn.assistant]
-        self._generations.start(self.owner, chat, turn.assistant)
+        gen = self._generations.start(self.owner, chat, turn.assistant)
+        if first and self._settings.model_titles:
+            self._generations.title_after(gen, content)
         return Sent(chat=chat, user=turn.user, answer=turn.assistant)
 
     async def stop(self, chat_id: UUID, message_id: UUID) -> Message:

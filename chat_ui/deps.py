@@ -10,6 +10,7 @@ from starlette.datastructures import FormData
 
 from chat_ui import (
     chat_settings,
+    commands,
     config,
     conversation,
     generation,
@@ -158,3 +159,13 @@ def _roles(owner: Owner, db: Db, lm: Lm, settings: Settings) -> roles.Roles:
 # The logged-in person's chat settings (model and sampling) and roles.
 ChatSettings = Annotated[chat_settings.ChatSettings, Depends(_chat_settings)]
 Roles = Annotated[roles.Roles, Depends(_roles)]
+
+
+def _command_context(
+    conv: Conversation, db: Db, lm: Lm, settings_: ChatSettings, roles_: Roles
+) -> commands.Context:
+    return commands.Context(conv, db, lm, settings_, roles_)
+
+
+# What a slash command acts on (its chat is set where the command is typed).
+CommandContext = Annotated[commands.Context, Depends(_command_context)]

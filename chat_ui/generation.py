@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+from chat_ui import planning, titles
 from chat_ui.clients import DbApi, DbRejected, DbUnavailable, LmApi, LmError, NotFound, Stale
 from chat_ui.config import Settings
 from chat_ui.contracts import (
@@ -67,6 +68,8 @@ class Update:
     text: str = ""
     offset: int = 0
     notice: str | None = None
+    # The plan so far (plan mode), whole, when it has changed.
+    plan: str | None = None
 
 
 @dataclass
@@ -77,6 +80,8 @@ class Generation:
     # The revision of the last write of this answer; every write takes the next one.
     revision: int = 0
     text: str = ""
+    # Plan mode: the plan the planner model wrote first (empty otherwise).
+    plan: str = ""
     status: Status = "pending"
     error: str | None = None
     reason: Reason | None = None
@@ -134,12 +139,19 @@ class Generation:
         self.progress.set()
         self.notify()
 
+    def append_plan(self, text: str) -> None:
+        self.plan += storable(text)
+        self.status = "streaming"
+        self.progress.set()
+        self.notify()
+
     async def follow(self, offset: int = 0) -> AsyncIterator[Update]:
         """The text after `offset` and the notice, now and on every change, until the
         generation is finished."""
         ev = asyncio.Event()
         self._listeners.add(ev)
         told = ""
+        told_plan = ""
         try:
             while True:
                 # Clear before reading: a change during the yield re-sets the event.
@@ -150,7 +162,9 @@ class Generation:
                     update.offset = offset
                 if self.notice != told and not self.finished.is_set():
                     update.notice = told = self.notice
-                if update.text or update.notice is not None:
+                if self.plan != told_plan:
+                    update.plan = told_plan = self.plan
+                if update.text or update.notice is not None or update.plan is not None:
                     yield update
                 if self.finished.is_set():
                     return
@@ -170,6 +184,8 @@ class Generations:
         self._metrics = metrics
         self._known: dict[UUID, Generation] = {}
         self._savers: set[asyncio.Task[None]] = set()
+        # Model titles being written (chat_ui.titles), cancelled at shutdown.
+        self._titles: set[asyncio.Task[None]] = set()
 
     def get(self, message_id: UUID, owner: str) -> Generation | None:
         gen = self._known.get(message_id)
@@ -188,11 +204,27 @@ class Generations:
             owner=owner,
             revision=answer.revision,
             text=answer.content,
+            plan=answer.plan or "",
         )
         self._known[answer.id] = gen
         self._metrics.active_generations.inc()
         gen.task = asyncio.create_task(self._run(gen, chat), name=f"generate-{answer.id}")
         return gen
+
+    def title_after(self, gen: Generation, question: str) -> None:
+        """Once `gen` (a chat's first answer) is complete, have the model title the chat
+        in the background (chat_ui.titles)."""
+
+        async def title() -> None:
+            await gen.finished.wait()
+            if gen.status == "complete" and gen.text.strip():
+                await titles.write_title(
+                    self._db, self._lm, gen.owner, gen.chat_id, gen.model or "", question, gen.text
+                )
+
+        task = asyncio.create_task(title(), name=f"title-{gen.chat_id}")
+        self._titles.add(task)
+        task.add_done_callback(self._titles.discard)
 
     async def stop(
         self, message_id: UUID, owner: str, reason: Reason = "stopped"
@@ -217,7 +249,7 @@ class Generations:
                 gen.task.cancel()
         for gen in gens:
             await self._ended(gen)
-        for saver in list(self._savers):
+        for saver in [*self._savers, *self._titles]:
             saver.cancel()
         for gen in list(self._known.values()):
             if gen.final_patch is not None and not gen.saved.is_set():
@@ -276,19 +308,24 @@ class Generations:
             # server (lm_api, llama-server) sends only what follows it.
             turns.append({"role": "assistant", "content": gen.text})
         sampling = sampling_of(chat.params)
-        plan = PromptPlan(
+        gen.model = model
+        system_prompt = chat.system_prompt or settings.default_system_prompt
+        if chat.plan_mode:
+            # A continued answer keeps the plan it was started with.
+            plan_text = gen.plan if resumed_at else await self._write_plan(gen, chat)
+            system_prompt = planning.with_plan(system_prompt, plan_text)
+        prompt = PromptPlan(
             self._lm,
             model=model,
             chat_id=chat.id,
-            system_prompt=chat.system_prompt or settings.default_system_prompt,
+            system_prompt=system_prompt,
             turns=turns,
             n_ctx=info.n_ctx if info and info.n_ctx else settings.context_tokens,
             max_tokens=chat.params.max_tokens or settings.max_tokens,
         )
-        current = await plan.first()
+        current = await prompt.first()
         # Recorded with the answer: its model, and the settings the chat chose (absent: the
         # defaults), which its stats line shows; max_tokens as sent (the context may cap it).
-        gen.model = model
         gen.params = {k: v for k, v in chat.params.stored().items() if k in SAMPLING_FIELDS}
         if "max_tokens" in gen.params:
             gen.params["max_tokens"] = current.max_tokens
@@ -313,10 +350,34 @@ class Generations:
             except LmError as exc:
                 # Still too long for this model: drop more old turns and ask again.
                 fresh = len(gen.text) == resumed_at
-                smaller = plan.shrink() if exc.context_exceeded and fresh else None
+                smaller = prompt.shrink() if exc.context_exceeded and fresh else None
                 if smaller is None:
                     raise
                 current = smaller
+
+    async def _write_plan(self, gen: Generation, chat: Chat) -> str:
+        """Plan mode's first pass: the planner model's plan for the latest question,
+        streamed into `gen.plan`. A Stop here ends the answer before it starts."""
+        settings = self._settings
+        planner = chat.planner_model or gen.model or ""
+        info = await self._lm.model_info(planner, chat.id)
+        prompt = await PromptPlan(
+            self._lm,
+            model=planner,
+            chat_id=chat.id,
+            system_prompt=planning.PLANNER_PROMPT,
+            turns=history_before(chat, gen.message_id),
+            n_ctx=info.n_ctx if info and info.n_ctx else settings.context_tokens,
+            max_tokens=min(settings.max_tokens, planning.PLAN_MAX_TOKENS),
+        ).first()
+        async for delta in self._lm.stream_chat(
+            planner, prompt.messages, prompt.max_tokens, chat.id
+        ):
+            if delta.text:
+                gen.append_plan(delta.text)
+            else:
+                gen.progress.set()
+        return gen.plan
 
     async def _finish(self, gen: Generation) -> None:
         """Keep the final state, try to store it (else keep trying in the background),
@@ -337,6 +398,8 @@ class Generations:
         )
         if gen.model is not None:
             patch.model, patch.params = gen.model, gen.params
+        if gen.plan:
+            patch.plan = gen.plan
         gen.final_patch = patch
         gen.final = Message(
             id=gen.message_id,
@@ -412,16 +475,18 @@ class Generations:
                 return
 
     async def _flush_loop(self, gen: Generation) -> None:
-        flushed = 0
+        flushed = flushed_plan = 0
         while True:
             await asyncio.sleep(self._settings.flush_interval_s)
-            if len(gen.text) == flushed:
+            if len(gen.text) == flushed and len(gen.plan) == flushed_plan:
                 continue
-            text = gen.text
+            text, plan = gen.text, gen.plan
             patch = MessagePatch(content=text, status="streaming", revision=gen.next_revision())
+            if plan:
+                patch.plan = plan
             try:
                 await self._db.update_message(gen.owner, gen.message_id, patch)
-                flushed = len(text)
+                flushed, flushed_plan = len(text), len(plan)
                 gen.set_notice("storage", None)
             except NotFound:
                 # The chat was deleted while answering: stop answering it.

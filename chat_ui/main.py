@@ -32,6 +32,7 @@ from chat_ui.routes import (
     transfer,
     versions,
 )
+from chat_ui.routes import commands as command_routes
 from chat_ui.session import SessionCodec, SessionStore
 from chat_ui.web import CsrfError, LoginRequired, is_htmx, page, redirect
 
@@ -163,6 +164,7 @@ def create_app(
         roles,
     ):
         app.include_router(module.router)
+    app.include_router(command_routes.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(SecurityAndMetrics, metrics=metrics)
     app.add_middleware(

@@ -106,6 +106,7 @@ async def chat_page(
     *,
     composer_text: str = "",
     composer_error: str | None = None,
+    command_note: Any = None,
     status: int = 200,
     panel: SettingsView | None = None,
 ) -> Response:
@@ -125,6 +126,8 @@ async def chat_page(
         "panel": panel,
         # A new chat can start from a role.
         "roles": None if chat is not None else await roles_if_reachable(state.db, conv.owner),
+        # A slash command's answer (chat_ui.commands.Note), shown above the message box.
+        "command_note": command_note,
     }
     return page(request, "chats.html", ctx, status=status)
 

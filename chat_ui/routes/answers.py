@@ -18,6 +18,7 @@ from chat_ui.conversation import SendRefused
 from chat_ui.generation import Generation
 from chat_ui.generation import Update as FollowUpdate
 from chat_ui.markdown_stream import MarkdownStream, block_html, live_html, sync_html
+from chat_ui.routes.commands import typed_command
 from chat_ui.web import (
     bubble,
     chat_page,
@@ -35,8 +36,16 @@ router = APIRouter()
 
 @router.post("/chats/{chat_id}/messages")
 async def send(
-    request: Request, chat_id: UUID, form: deps.CheckedForm, conv: deps.Conversation
+    request: Request,
+    chat_id: UUID,
+    form: deps.CheckedForm,
+    conv: deps.Conversation,
+    commands_ctx: deps.CommandContext,
 ) -> Response:
+    # A slash command is answered here and never reaches the model.
+    command = await typed_command(request, commands_ctx, chat_id, form_text(form, "content"))
+    if command is not None:
+        return command
     try:
         sent = await conv.send(chat_id, form_text(form, "content"))
     except SendRefused as refused:
@@ -134,6 +143,9 @@ async def _rendered(
                 yield ServerSentEvent(data=update.tail, event="token", id=str(change.offset))
         if change.notice is not None:
             yield ServerSentEvent(data=escape(change.notice), event="notice")
+        if change.plan is not None:
+            # Plan mode: the plan so far, whole (short), shown folded above the answer.
+            yield ServerSentEvent(data=escape(change.plan), event="plan")
     last = md.close()
     if last.replace:
         yield ServerSentEvent(data=block_html(message_id, last), event="block")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from chat_ui import deps
+from chat_ui import commands, deps
 from chat_ui.conversation import SendRefused, chat_title
+from chat_ui.routes.commands import typed_command
 from chat_ui.web import chat_page, composer_failure, form_text, is_htmx, page, redirect
 
 router = APIRouter()
@@ -20,12 +22,21 @@ async def chats_index(request: Request, conv: deps.Conversation) -> Response:
 
 
 @router.post("/chats")
-async def new_chat(request: Request, form: deps.CheckedForm, conv: deps.Conversation) -> Response:
+async def new_chat(
+    request: Request,
+    form: deps.CheckedForm,
+    conv: deps.Conversation,
+    commands_ctx: deps.CommandContext,
+) -> Response:
     """A new chat with its first message (the page's composer), so no empty chat is left
-    behind; without a `content` field (an API client), an empty chat."""
+    behind; without a `content` field (an API client), an empty chat. A slash command
+    typed there is answered instead (no chat made)."""
     if "content" not in form:
         chat = await conv.new_chat()
         return redirect(request, f"/chats/{chat.id}")
+    command = await typed_command(request, commands_ctx, None, form_text(form, "content"))
+    if command is not None:
+        return command
     try:
         sent = await conv.start_chat(form_text(form, "content"))
     except SendRefused as refused:
@@ -36,11 +47,17 @@ async def new_chat(request: Request, form: deps.CheckedForm, conv: deps.Conversa
 
 
 @router.get("/chats/{chat_id}")
-async def show_chat(request: Request, chat_id: UUID, conv: deps.Conversation) -> Response:
+async def show_chat(
+    request: Request,
+    chat_id: UUID,
+    conv: deps.Conversation,
+    note: Annotated[str | None, Query(max_length=32)] = None,
+) -> Response:
     # Sequential on purpose: fetching the sidebar concurrently measured slower (a second
     # pooled connection to db_api), 18 ms vs 50 ms per page on the 2-core dev machine.
     chat = await conv.load(chat_id)
-    return await chat_page(request, conv, chat)
+    # `note`: a slash command's redirect says what it did (a fixed key, see commands.py).
+    return await chat_page(request, conv, chat, command_note=commands.redirect_note(note))
 
 
 @router.post("/chats/{chat_id}/rename")

@@ -26,7 +26,10 @@
     if (!(box instanceof HTMLTextAreaElement) || !box.hasAttribute("data-enter-sends")) return;
     event.preventDefault();
     var send = box.form && $("#send", box.form);
-    if (send && send.disabled) return;
+    // A slash command (chat_ui/commands.py) is answered by Parlor, not the model: it may
+    // be sent while an answer is written.
+    var command = /^\/[A-Za-z_]+(\s|$)/.test(box.value);
+    if (send && send.disabled && !command) return;
     if (box.value.trim() !== "" && box.form) box.form.requestSubmit();
   });
 

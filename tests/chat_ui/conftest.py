@@ -219,7 +219,8 @@ def make_ui(fake_db: FakeDb, fake_lm: FakeLm) -> Iterator[Callable[..., LiveServ
             db_api_url="http://db_api",
             lm_api_url="http://lm_api/v1",
             secret_key="test-secret-0123456789",
-            **overrides,
+            # Off unless a test turns it on: a title request would be one more model call.
+            **{"model_titles": False, **overrides},
         )
         server = LiveServer(settings, fake_db, fake_lm)
         server.start()

@@ -212,6 +212,7 @@ class FakeDb:
                 "system_prompt": body.get("system_prompt"),
                 "model": body.get("model"),
                 "params": body.get("params") or {},
+                "title_source": body.get("title_source", "auto"),
                 "current_leaf_id": None,
                 "created_at": now,
                 "updated_at": now,
@@ -226,7 +227,9 @@ class FakeDb:
             if len(parts) == 2 and method == "GET":
                 return httpx.Response(200, json=self._chat_json(chat, with_messages=True))
             if len(parts) == 2 and method == "PATCH":
-                for key in ("title", "system_prompt", "model", "params"):
+                if body.get("title_source") == "model" and chat["title_source"] == "user":
+                    return httpx.Response(409, json={"detail": "the chat was named by its owner"})
+                for key in ("title", "system_prompt", "model", "params", "title_source"):
                     if key in body:
                         chat[key] = body[key]
                 chat["updated_at"] = self._now()

@@ -31,6 +31,9 @@ def stack_on(
     work: Path, database_url: str, model: Path, max_tokens: int, **options: Any
 ) -> Iterator[Stack]:
     require_nginx()
+    # Model titles off unless asked for: a title is one more model call after the first
+    # answer, which tests counting lm_api's tokens would see.
+    options["ui_env"] = {"CHAT_UI_MODEL_TITLES": "false", **options.get("ui_env", {})}
     with run_stack(
         work, database_url=database_url, model=model, max_tokens=max_tokens, **options
     ) as s:
