@@ -20,7 +20,7 @@ from chat_ui.conversation import Refused
 from chat_ui.generation import Generations
 from chat_ui.metrics import Metrics
 from chat_ui.middleware import BodyLimit, SecurityAndMetrics
-from chat_ui.routes import answers, auth, chats, ops, search, theme, transfer
+from chat_ui.routes import all_chats, answers, auth, chats, ops, search, theme, transfer, window
 from chat_ui.session import SessionCodec, SessionStore
 from chat_ui.web import CsrfError, LoginRequired, is_htmx, page, redirect
 
@@ -139,7 +139,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.session_codec = SessionCodec(settings)
     _install_error_pages(app)
-    for module in (auth, chats, answers, theme, ops, search, transfer):
+    for module in (auth, chats, answers, theme, ops, search, transfer, window, all_chats):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(SecurityAndMetrics, metrics=metrics)

@@ -7,7 +7,7 @@ from uuid import UUID
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from chat_ui import deps
+from chat_ui import deps, window
 from chat_ui.conversation import SendRefused, chat_title
 from chat_ui.web import chat_page, composer_failure, form_text, is_htmx, page, redirect
 
@@ -36,10 +36,13 @@ async def new_chat(request: Request, form: deps.CheckedForm, conv: deps.Conversa
 
 
 @router.get("/chats/{chat_id}")
-async def show_chat(request: Request, chat_id: UUID, conv: deps.Conversation) -> Response:
+async def show_chat(
+    request: Request, chat_id: UUID, conv: deps.Conversation, at: UUID | None = None
+) -> Response:
+    """The chat's latest window of messages, or (`at`) the window holding that message."""
     # Sequential on purpose: fetching the sidebar concurrently measured slower (a second
     # pooled connection to db_api), 18 ms vs 50 ms per page on the 2-core dev machine.
-    chat = await conv.load(chat_id)
+    chat = await window.open_chat(conv, chat_id, at)
     return await chat_page(request, conv, chat)
 
 

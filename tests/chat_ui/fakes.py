@@ -75,12 +75,8 @@ class FakeDb:
         self._clock += timedelta(milliseconds=1)
         return self._clock.isoformat()
 
-    def _chat_json(self, chat: dict[str, Any], with_messages: bool = False) -> dict[str, Any]:
-        out = {k: v for k, v in chat.items() if k != "owner"}
-        if with_messages:
-            msgs = [m for m in self.messages.values() if m["chat_id"] == chat["id"]]
-            out["messages"] = sorted(msgs, key=lambda m: m["created_at"])
-        return out
+    def _chat_json(self, chat: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in chat.items() if k != "owner"}
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         if self.down:
@@ -156,6 +152,8 @@ class FakeDb:
         if parts == ["chats"] and method == "GET":
             mine = [c for c in self.chats.values() if c["owner"] == owner]
             mine.sort(key=lambda c: c["updated_at"], reverse=True)
+            offset = int(request.url.params.get("offset", 0))
+            mine = mine[offset : offset + int(request.url.params.get("limit", 50))]
             return httpx.Response(200, json=[self._chat_json(c) for c in mine])
         if parts == ["chats"] and method == "POST":
             now = self._now()
@@ -177,7 +175,7 @@ class FakeDb:
                 return httpx.Response(404, json={"detail": "chat not found"})
             chat = found
             if len(parts) == 2 and method == "GET":
-                return httpx.Response(200, json=self._chat_json(chat, with_messages=True))
+                return self._window(chat, request.url.params)
             if len(parts) == 2 and method == "PATCH":
                 for key in ("title", "system_prompt", "model"):
                     if key in body:
@@ -236,6 +234,37 @@ class FakeDb:
                 )
                 return httpx.Response(200, json=msg)
         return httpx.Response(404, json={"detail": "Not Found"})
+
+    def _window(self, chat: dict[str, Any], params: httpx.QueryParams) -> httpx.Response:
+        """GET /chats/{id}: the current branch (the path up from the current leaf), or
+        the window of it that `limit` and one of `before`, `after`, `around` ask for."""
+        path: list[dict[str, Any]] = []
+        at = chat["current_leaf_id"]
+        while at is not None:
+            path.append(self.messages[at])
+            at = path[-1]["parent_id"]
+        path.reverse()
+        ids = [m["id"] for m in path]
+        limit = int(params["limit"]) if "limit" in params else len(path)
+        start, end = max(0, len(path) - limit), len(path)
+        for name in ("before", "after", "around"):
+            cursor = params.get(name)
+            if cursor is None:
+                continue
+            if cursor not in ids:
+                return httpx.Response(404, json={"detail": f"message `{name}` not found"})
+            i = ids.index(cursor)
+            if name == "before":
+                start, end = max(0, i - limit), i
+            elif name == "after":
+                start, end = i + 1, min(len(path), i + 1 + limit)
+            else:
+                below = min(len(path) - i - 1, limit - 1 - limit // 2)
+                start = max(0, i + 1 + below - limit)
+                end = min(len(path), start + limit)
+        out = self._chat_json(chat)
+        out.update(messages=path[start:end], has_earlier=start > 0, has_later=end < len(path))
+        return httpx.Response(200, json=out)
 
     def _patch(self, msg: dict[str, Any], body: dict[str, Any]) -> httpx.Response:
         if "status" in body and body["status"] not in STATUSES:
