@@ -167,7 +167,8 @@ def get_chat(
             ([], False) if start is None else tree.path_up(session, start, limit=limit)
         )
         versions = tree.versions_of(session, messages)
-    return ChatPage(chat, messages, has_earlier, versions)
+    # Above `before` lies a window with (at least) the cursor below it.
+    return ChatPage(chat, messages, has_earlier, versions, has_later=before is not None)
 
 
 def _cursor(session: Session, chat_id: uuid.UUID, message_id: uuid.UUID, name: str) -> Any:

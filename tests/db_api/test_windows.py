@@ -4,12 +4,15 @@ has_earlier / has_later at its edges; a cursor off the current branch is a 404."
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from db_api.models import Chat
 from tests.db_api.conftest import ALICE, new_chat, new_message, new_turn, path_of
 
 BOB = {"X-Owner": "bob"}
@@ -68,6 +71,7 @@ def test_around_a_message_far_back(client: TestClient) -> None:
     up = _window(client, chat_id, limit=10, before=page["messages"][0]["id"])
     down = _window(client, chat_id, limit=10, after=page["messages"][-1]["id"])
     assert up["messages"] == full[5:15] and down["messages"] == full[25:35]
+    assert (up["has_earlier"], up["has_later"]) == (True, True)
 
 
 @pytest.mark.parametrize(
@@ -160,3 +164,39 @@ def test_a_window_far_back_costs_a_fixed_number_of_statements(
     finally:
         sa.event.remove(engine, "before_cursor_execute", count)
     assert costs[0] == costs[1] and costs[0] <= 8
+
+
+def test_the_chat_list_reads_the_owner_index(client: TestClient, migrated_url: str) -> None:
+    """The sidebar's first page of a person with thousands of chats is read from the
+    (owner, updated_at) index, newest first, not by sorting all of them."""
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "id": uuid.uuid4(),
+            "owner": ALICE["X-Owner"] if i % 2 else "bob",
+            "created_at": now,
+            "updated_at": now - timedelta(seconds=i),
+            "current_leaf_id": None,
+        }
+        for i in range(4000)
+    ]
+    with engine.begin() as conn:
+        conn.execute(sa.insert(Chat), rows)
+        if engine.dialect.name == "postgresql":
+            conn.execute(sa.text("ANALYZE chats"))
+    query = (
+        sa.select(Chat.id)
+        .where(Chat.owner == ALICE["X-Owner"])
+        .order_by(Chat.updated_at.desc(), Chat.id.desc())
+        .limit(51)
+    )
+    sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
+    explain = "EXPLAIN QUERY PLAN " if engine.dialect.name == "sqlite" else "EXPLAIN "
+    with engine.connect() as conn:
+        plan = " ".join(str(row) for row in conn.execute(sa.text(explain + sql)))
+    assert "ix_chats_owner_updated_at" in plan, plan
+    listed = client.get("/chats", params={"limit": 51}, headers=ALICE).json()
+    assert [c["id"] for c in listed] == [
+        str(r["id"]) for r in rows if r["owner"] == ALICE["X-Owner"]
+    ][:51]
