@@ -164,7 +164,10 @@ class Conversation:
             and gen.final is not None
         ):
             return gen.final
-        message = (await self.load(chat_id)).find(message_id)
+        # The window of this one message: reading (and reconciling) the whole chat for it
+        # cost every stream of a long chat's answer the whole chat.
+        only: dict[str, str | int] = {"limit": 1, "around": str(message_id)}
+        message = (await self.load_window(chat_id, only)).find(message_id)
         if message is None:
             raise NotFound(str(message_id))
         return message
