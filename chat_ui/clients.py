@@ -127,8 +127,9 @@ class DbApi:
             return False
         return resp.status_code == 200
 
-    async def list_chats(self, owner: str, limit: int = 100) -> list[ChatSummary]:
-        resp = await self._call("GET", "/chats", owner, params={"limit": limit})
+    async def list_chats(self, owner: str, limit: int = 100, offset: int = 0) -> list[ChatSummary]:
+        params = {"limit": limit, "offset": offset}
+        resp = await self._call("GET", "/chats", owner, params=params)
         return _CHAT_LIST.validate_json(resp.content)
 
     async def create_chat(self, owner: str, settings: ChatPatch | None = None) -> ChatSummary:
@@ -136,8 +137,12 @@ class DbApi:
         resp = await self._call("POST", "/chats", owner, json=body)
         return ChatSummary.model_validate_json(resp.content)
 
-    async def get_chat(self, owner: str, chat_id: UUID) -> Chat:
-        resp = await self._call("GET", f"/chats/{chat_id}", owner)
+    async def get_chat(
+        self, owner: str, chat_id: UUID, window: dict[str, str | int] | None = None
+    ) -> Chat:
+        """The chat with its whole current branch, or the window of it that `window`'s
+        query parameters (limit and one cursor, see chat_ui.window) ask for."""
+        resp = await self._call("GET", f"/chats/{chat_id}", owner, params=window)
         return Chat.model_validate_json(resp.content)
 
     async def update_chat(self, owner: str, chat_id: UUID, changes: ChatPatch) -> ChatSummary:

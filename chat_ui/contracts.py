@@ -189,6 +189,10 @@ class Chat(ChatSummary):
     """A chat with its messages, oldest first (GET /chats/{id})."""
 
     messages: list[Message] = []
+    # Only a window of the current branch was read (chat_ui.window): more lie above
+    # the first message / below the last one.
+    has_earlier: bool = False
+    has_later: bool = False
 
     def find(self, message_id: uuid.UUID) -> Message | None:
         return next((m for m in self.messages if m.id == message_id), None)

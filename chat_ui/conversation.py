@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from uuid import UUID
 
+from chat_ui.chat_list import SIDEBAR_CHATS
 from chat_ui.clients import DbApi, DbRejected, DbUnavailable, NotFound, Stale
 from chat_ui.config import Settings
 from chat_ui.contracts import (
@@ -99,7 +100,8 @@ class Conversation:
     # --- chats -----------------------------------------------------------------------------
 
     async def chats(self) -> list[ChatSummary]:
-        return await self._db.list_chats(self.owner)
+        """The newest chats, one more than the sidebar lists (see chat_ui.chat_list)."""
+        return await self._db.list_chats(self.owner, limit=SIDEBAR_CHATS + 1)
 
     async def sidebar(self) -> list[ChatSummary] | None:
         """The chat list, or None when storage cannot be reached (the page goes on)."""
@@ -114,6 +116,10 @@ class Conversation:
     async def load(self, chat_id: UUID) -> Chat:
         """The chat with its messages, answers that nothing will finish marked so."""
         return await self.reconcile(await self._db.get_chat(self.owner, chat_id))
+
+    async def load_window(self, chat_id: UUID, window: dict[str, str | int]) -> Chat:
+        """Like `load`, only the window of the branch that chat_ui.window asks for."""
+        return await self.reconcile(await self._db.get_chat(self.owner, chat_id, window))
 
     async def load_unreconciled(self, chat_id: UUID) -> Chat:
         return await self._db.get_chat(self.owner, chat_id)
@@ -161,7 +167,10 @@ class Conversation:
             and gen.final is not None
         ):
             return gen.final
-        message = (await self.load(chat_id)).find(message_id)
+        # The window of this one message: reading (and reconciling) the whole chat for it
+        # cost every stream of a long chat's answer the whole chat.
+        only: dict[str, str | int] = {"limit": 1, "around": str(message_id)}
+        message = (await self.load_window(chat_id, only)).find(message_id)
         if message is None:
             raise NotFound(str(message_id))
         return message

@@ -21,6 +21,7 @@ from chat_ui.generation import Generations
 from chat_ui.metrics import Metrics
 from chat_ui.middleware import BodyLimit, SecurityAndMetrics
 from chat_ui.routes import (
+    all_chats,
     answers,
     auth,
     chat_settings,
@@ -31,6 +32,7 @@ from chat_ui.routes import (
     theme,
     transfer,
     versions,
+    window,
 )
 from chat_ui.routes import commands as command_routes
 from chat_ui.session import SessionCodec, SessionStore
@@ -162,6 +164,8 @@ def create_app(
         versions,
         chat_settings,
         roles,
+        window,
+        all_chats,
     ):
         app.include_router(module.router)
     app.include_router(command_routes.router)

@@ -125,20 +125,15 @@ _ATTRS = {
 }
 
 
-# Rendering dominates a chat page's cost (a finished answer never changes), so recent
-# renderings are kept; answers longer than this are rendered each time to bound memory.
-CACHE_MAX_CHARS = 16_000
+# What the HTML of a given text looks like: raise it with any change to the renderer
+# (rules, highlighting, sanitizing, the code frame), so that finished answers' HTML kept
+# by chat_ui.render_cache is rendered again rather than shown the old way.
+RENDERER_VERSION = 1
 
 
 def markdown_html(text: str) -> str:
-    """Sanitized HTML for a model answer."""
-    if len(text) <= CACHE_MAX_CHARS:
-        return _cached_markdown_html(text)
-    return _markdown_html(text)
-
-
-@lru_cache(maxsize=512)
-def _cached_markdown_html(text: str) -> str:
+    """Sanitized HTML for a model answer (a finished message's is kept by
+    chat_ui.render_cache: this renders every time)."""
     return _markdown_html(text)
 
 

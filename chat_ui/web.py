@@ -14,17 +14,21 @@ from starlette.responses import RedirectResponse, Response
 
 from chat_ui import trusted_identity
 from chat_ui.answer_stats import answer_stats
+from chat_ui.chat_list import shown_in_sidebar
 from chat_ui.chat_settings import ChatSettings, SettingsView, chosen_params, roles_if_reachable
 from chat_ui.contracts import RUNNING, Chat, Message
 from chat_ui.conversation import Conversation, SendRefused, chat_title
 from chat_ui.markdown_stream import answer_so_far
 from chat_ui.middleware import RESCUE_FACTOR
 from chat_ui.render import age, group_by_date, markdown_html, theme_of, zone_of
+from chat_ui.render_cache import message_html
 from chat_ui.session import Session, SessionCodec
+from chat_ui.window import earlier_href, later_href
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 TEMPLATES.env.globals.update(
     markdown_html=markdown_html,
+    message_html=message_html,
     answer_so_far=answer_so_far,
     age=age,
     RUNNING=RUNNING,
@@ -34,6 +38,9 @@ TEMPLATES.env.globals.update(
     group_by_date=group_by_date,
     chosen_params=chosen_params,
     answer_stats=answer_stats,
+    shown_in_sidebar=shown_in_sidebar,
+    earlier_href=earlier_href,
+    later_href=later_href,
 )
 
 

@@ -76,6 +76,8 @@ class ChatPage:
     messages: list[Message]
     has_earlier: bool
     versions: dict[uuid.UUID, tree.Versions]
+    # More messages of the branch below the last one returned (a window before the leaf).
+    has_later: bool = False
 
 
 @dataclass
@@ -129,6 +131,10 @@ def _owned_chat(session: Session, owner: str, chat_id: uuid.UUID) -> Chat:
     )
 
 
+class NotOnBranch(NotFound):
+    """A cursor message of the chat that the current branch does not go through."""
+
+
 def get_chat(
     session: Session,
     owner: str,
@@ -136,24 +142,70 @@ def get_chat(
     *,
     limit: int | None = None,
     before: uuid.UUID | None = None,
+    after: uuid.UUID | None = None,
+    around: uuid.UUID | None = None,
 ) -> ChatPage:
     """The chat and its current branch, oldest first: all of it, or the last `limit`
-    messages (of the branch, or of the path above `before`)."""
+    messages (of the branch, or of the path above `before`); the first `limit` of the
+    branch below `after`; or a window of `limit` holding `around` (half above it, the
+    rest below, filled from above near the leaf). At most one cursor."""
     with session.begin():
         chat = _owned_chat(session, owner, chat_id)
+        if after is not None or around is not None:
+            cursor = after if after is not None else around
+            assert cursor is not None
+            messages, has_earlier, has_later = _window_at(
+                session, chat, cursor, limit, include=around is not None
+            )
+            return ChatPage(
+                chat, messages, has_earlier, tree.versions_of(session, messages), has_later
+            )
         start: uuid.UUID | None = chat.current_leaf_id
         if before is not None:
-            cursor = session.execute(
-                sa.select(Message.parent_id).where(Message.id == before, Message.chat_id == chat_id)
-            ).first()
-            if cursor is None:
-                raise NotFound("message `before`")
-            start = cursor.parent_id
+            start = _cursor(session, chat_id, before, "before").parent_id
         messages, has_earlier = (
             ([], False) if start is None else tree.path_up(session, start, limit=limit)
         )
         versions = tree.versions_of(session, messages)
-    return ChatPage(chat, messages, has_earlier, versions)
+    # Above `before` lies a window with (at least) the cursor below it.
+    return ChatPage(chat, messages, has_earlier, versions, has_later=before is not None)
+
+
+def _cursor(session: Session, chat_id: uuid.UUID, message_id: uuid.UUID, name: str) -> Any:
+    row = session.execute(
+        sa.select(Message.id, Message.parent_id).where(
+            Message.id == message_id, Message.chat_id == chat_id
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"message `{name}`")
+    return row
+
+
+def _window_at(
+    session: Session, chat: Chat, cursor: uuid.UUID, limit: int | None, *, include: bool
+) -> tuple[list[Message], bool, bool]:
+    """The window below `cursor` (after), or holding it (around): messages, has_earlier,
+    has_later."""
+    name = "around" if include else "after"
+    _cursor(session, chat.id, cursor, name)
+    below = (
+        None
+        if chat.current_leaf_id is None
+        else tree.ids_below(session, chat.current_leaf_id, cursor)
+    )
+    if below is None:
+        raise NotOnBranch(f"message `{name}` on the current branch")
+    if not include:
+        shown = below if limit is None else below[:limit]
+        return tree.messages_by_id(session, shown), True, len(shown) < len(below)
+    if limit is None:
+        messages, _ = tree.path_up(session, cursor)
+        return messages + tree.messages_by_id(session, below), False, False
+    # Half the window below the message (fewer near the leaf), the rest above it.
+    shown = below[: max(0, min(len(below), limit - 1 - limit // 2))]
+    upper, has_earlier = tree.path_up(session, cursor, limit=limit - len(shown))
+    return upper + tree.messages_by_id(session, shown), has_earlier, len(shown) < len(below)
 
 
 def update_chat(session: Session, owner: str, chat_id: uuid.UUID, fields: dict[str, Any]) -> Chat:

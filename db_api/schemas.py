@@ -456,6 +456,8 @@ class ChatWithMessages(ChatOut):
     messages: list[MessageOut]
     # More messages above the first one returned (ask again with before=its id).
     has_earlier: bool
+    # More messages of the branch below the last one returned (ask with after=its id).
+    has_later: bool = False
 
 
 class TurnOut(BaseModel):

@@ -68,6 +68,42 @@ def path_up(
     return rows, has_earlier
 
 
+def ids_below(
+    session: Session, leaf_id: uuid.UUID, message_id: uuid.UUID
+) -> list[uuid.UUID] | None:
+    """The ids on the path from just below `message_id` down to `leaf_id`, oldest first
+    (empty when it is the leaf), or None when `message_id` is not on that path. Walked
+    upward from the leaf by primary key (ids only), stopping at `message_id`: the cost
+    grows with how far the message lies above the leaf, never with the chat's size."""
+    start = (
+        sa.select(_messages.c.id, _messages.c.parent_id, sa.literal(0, sa.Integer).label("depth"))
+        .where(_messages.c.id == leaf_id)
+        .cte("below", recursive=True)
+    )
+    above = _messages.alias("above")
+    walk = start.union_all(
+        sa.select(above.c.id, above.c.parent_id, start.c.depth + 1).where(
+            above.c.id == start.c.parent_id,
+            start.c.id != message_id,
+            start.c.depth < MAX_DEPTH,
+        )
+    )
+    ids = list(session.scalars(sa.select(walk.c.id).order_by(walk.c.depth.desc())))
+    if not ids or ids[0] != message_id:
+        return None
+    return ids[1:]
+
+
+def messages_by_id(session: Session, ids: Sequence[uuid.UUID]) -> list[Message]:
+    """These messages, in the order of `ids` (one indexed query per IN_CHUNK ids)."""
+    found: dict[uuid.UUID, Message] = {}
+    for chunk in _chunks(list(ids)):
+        query = sa.select(Message).where(Message.id.in_(chunk))
+        for message in session.scalars(query.execution_options(populate_existing=True)):
+            found[message.id] = message
+    return [found[i] for i in ids if i in found]
+
+
 def versions_of(session: Session, messages: Iterable[Message]) -> dict[uuid.UUID, Versions]:
     """Each message's siblings (the versions of its turn), in two indexed queries at most,
     however many messages are asked about."""

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 
-from chat_ui import deps
+from chat_ui import deps, window
 from chat_ui.clients import DbUnavailable, NotFound
 from chat_ui.contracts import Message
 from chat_ui.conversation import SendRefused
@@ -165,7 +165,7 @@ async def live(request: Request, chat_id: UUID, conv: deps.Conversation) -> Resp
     block being written as text) and completes when the answer does, with the finished
     answer. No refresh: what the person types meanwhile in the message box (sent before
     the answer, placed below it by CSS) stays. Without a running answer: the chat page."""
-    chat = await conv.load(chat_id)
+    chat = await window.open_chat(conv, chat_id)
     answer = next((m for m in reversed(chat.messages) if m.running), None)
     gen = conv.live(answer.id) if answer is not None else None
     if answer is None or gen is None or gen.finished.is_set():
@@ -235,7 +235,8 @@ async def stop(
         if draft.strip():
             # Stop from the message box of a page streamed without JavaScript: what the
             # person typed meanwhile comes back in the box.
-            return await chat_page(request, conv, await conv.load(chat_id), composer_text=draft)
+            chat = await window.open_chat(conv, chat_id)
+            return await chat_page(request, conv, chat, composer_text=draft)
         return redirect(request, f"/chats/{chat_id}")
     return finish(request, HTMLResponse(bubble(request, message)))
 

@@ -8,7 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from chat_ui import commands, deps
+from chat_ui import commands, deps, window
 from chat_ui.conversation import SendRefused, chat_title
 from chat_ui.routes.commands import typed_command
 from chat_ui.web import chat_page, composer_failure, form_text, is_htmx, page, redirect
@@ -51,11 +51,13 @@ async def show_chat(
     request: Request,
     chat_id: UUID,
     conv: deps.Conversation,
+    at: UUID | None = None,
     note: Annotated[str | None, Query(max_length=32)] = None,
 ) -> Response:
+    """The chat's latest window of messages, or (`at`) the window holding that message."""
     # Sequential on purpose: fetching the sidebar concurrently measured slower (a second
     # pooled connection to db_api), 18 ms vs 50 ms per page on the 2-core dev machine.
-    chat = await conv.load(chat_id)
+    chat = await window.open_chat(conv, chat_id, at)
     # `note`: a slash command's redirect says what it did (a fixed key, see commands.py).
     return await chat_page(request, conv, chat, command_note=commands.redirect_note(note))
 

@@ -50,6 +50,17 @@ WindowBefore = Annotated[
     uuid.UUID | None,
     Query(description="A message of this chat: return the path above it (a cursor)"),
 ]
+WindowAfter = Annotated[
+    uuid.UUID | None,
+    Query(description="A message of the current branch: return the branch below it"),
+]
+WindowAround = Annotated[
+    uuid.UUID | None,
+    Query(
+        description="A message of the current branch: return a window holding it (about "
+        "half of `limit` above it), e.g. to open a chat at a search hit"
+    ),
+]
 
 
 @router.get("/chats", response_model=list[ChatOut])
@@ -81,6 +92,7 @@ def _page(page: crud.ChatPage) -> ChatWithMessages:
         **ChatOut.model_validate(page.chat).model_dump(),
         messages=[MessageOut.of(m, page.versions[m.id].ids) for m in page.messages],
         has_earlier=page.has_earlier,
+        has_later=page.has_later,
     )
 
 
@@ -91,11 +103,31 @@ def get_chat(
     session: SessionDep,
     limit: WindowLimit = None,
     before: WindowBefore = None,
+    after: WindowAfter = None,
+    around: WindowAround = None,
 ) -> ChatWithMessages:
     """The chat with its current branch, oldest first: the whole path, or with `limit`
     its last N messages; `before` pages upward from a message (has_earlier says whether
-    more lie above)."""
-    page = crud.get_chat(session, owner, chat_id, limit=limit, before=before)
+    more lie above), `after` downward (has_later says whether more lie below), `around`
+    opens a window at a message. One cursor at most (422); a cursor that is not a
+    message of the chat, or (`after`, `around`) not on its current branch, is a 404."""
+    cursors = {"before": before, "after": after, "around": around}
+    given = [name for name, value in cursors.items() if value is not None]
+    if len(given) > 1:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("query", given[1]),
+                    "msg": f"Value error, give one cursor at most, not {' and '.join(given)}",
+                    "input": str(cursors[given[1]]),
+                    "ctx": {"error": "one cursor at most"},
+                }
+            ]
+        )
+    page = crud.get_chat(
+        session, owner, chat_id, limit=limit, before=before, after=after, around=around
+    )
     return _page(page)
 
 

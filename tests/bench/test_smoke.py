@@ -137,6 +137,10 @@ def test_part4_pairs_each_page_with_a_static_file_of_its_size(
     assert all(p.startswith("static file, same size") for p in pages[1::2])
     assert sizes[0::2] == sizes[1::2]
     assert set(_column(table, "errors")) == {"0"}
+    # Issue 14's ratios, each with its verdict.
+    ratios = _part(out, 4)["tables"][1]
+    assert len(ratios["rows"]) == 4
+    assert all(row[3] in ("MET", "NOT MET") for row in ratios["rows"])
 
 
 def test_part5_reports_every_service_idle_and_under_load(quick_run: tuple[int, Path]) -> None:

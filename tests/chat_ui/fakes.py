@@ -202,6 +202,8 @@ class FakeDb:
         if parts == ["chats"] and method == "GET":
             mine = [c for c in self.chats.values() if c["owner"] == owner]
             mine.sort(key=lambda c: c["updated_at"], reverse=True)
+            offset = int(request.url.params.get("offset", 0))
+            mine = mine[offset : offset + int(request.url.params.get("limit", 50))]
             return httpx.Response(200, json=[self._chat_json(c) for c in mine])
         if parts == ["chats"] and method == "POST":
             now = self._now()
@@ -225,7 +227,7 @@ class FakeDb:
                 return httpx.Response(404, json={"detail": "chat not found"})
             chat = found
             if len(parts) == 2 and method == "GET":
-                return httpx.Response(200, json=self._chat_json(chat, with_messages=True))
+                return self._window(chat, request.url.params)
             if len(parts) == 2 and method == "PATCH":
                 if body.get("title_source") == "model" and chat["title_source"] == "user":
                     return httpx.Response(409, json={"detail": "the chat was named by its owner"})
@@ -310,6 +312,36 @@ class FakeDb:
                 )
                 return httpx.Response(200, json=self._out(msg))
         return httpx.Response(404, json={"detail": "Not Found"})
+
+    def _window(self, chat: dict[str, Any], params: httpx.QueryParams) -> httpx.Response:
+        """GET /chats/{id}: the current branch (the path up from the current leaf), or
+        the window of it that `limit` and one of `before`, `after`, `around` ask for."""
+        path = self.path(chat["id"])
+        ids = [m["id"] for m in path]
+        limit = int(params["limit"]) if "limit" in params else len(path)
+        start, end = max(0, len(path) - limit), len(path)
+        for name in ("before", "after", "around"):
+            cursor = params.get(name)
+            if cursor is None:
+                continue
+            if cursor not in ids:
+                return httpx.Response(404, json={"detail": f"message `{name}` not found"})
+            i = ids.index(cursor)
+            if name == "before":
+                start, end = max(0, i - limit), i
+            elif name == "after":
+                start, end = i + 1, min(len(path), i + 1 + limit)
+            else:
+                below = min(len(path) - i - 1, limit - 1 - limit // 2)
+                start = max(0, i + 1 + below - limit)
+                end = min(len(path), start + limit)
+        out = self._chat_json(chat)
+        out.update(
+            messages=[self._out(m) for m in path[start:end]],
+            has_earlier=start > 0,
+            has_later=end < len(path),
+        )
+        return httpx.Response(200, json=out)
 
     def _patch(self, msg: dict[str, Any], body: dict[str, Any]) -> httpx.Response:
         if "status" in body and body["status"] not in STATUSES:

@@ -275,7 +275,10 @@ def test_windows_page_up_the_branch(client: TestClient) -> None:
         ({"limit": "x"}, 422),
         ({"before": "nope"}, 422),
         ({"before": MISSING}, 404),
-        ({"limit": 5, "after": MISSING}, 422),
+        ({"limit": 5, "after": MISSING}, 404),
+        ({"limit": 5, "around": MISSING}, 404),
+        ({"around": "nope"}, 422),
+        ({"limit": 5, "later": MISSING}, 422),
     ],
 )
 def test_bad_windows(client: TestClient, params: dict[str, Any], status: int) -> None:
