@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -136,9 +136,13 @@ class DbApi:
     async def delete_chat(self, owner: str, chat_id: UUID) -> None:
         await self._call("DELETE", f"/chats/{chat_id}", owner)
 
-    async def add_turn(self, owner: str, chat_id: UUID, content: str) -> Turn:
-        """The question and its pending answer, stored in one transaction."""
-        resp = await self._call("POST", f"/chats/{chat_id}/turns", owner, json={"content": content})
+    async def add_turn(
+        self, owner: str, chat_id: UUID, content: str, lease: Mapping[str, object] | None = None
+    ) -> Turn:
+        """The question and its pending answer, stored in one transaction (the answer
+        leased from the start with `lease`: lease_owner and lease_s)."""
+        body = {"content": content, **(lease or {})}
+        resp = await self._call("POST", f"/chats/{chat_id}/turns", owner, json=body)
         return Turn.model_validate_json(resp.content)
 
     async def get_message(self, owner: str, message_id: UUID) -> Message:
@@ -149,15 +153,28 @@ class DbApi:
         resp = await self._call("PATCH", f"/messages/{message_id}", owner, json=changes.body())
         return Message.model_validate_json(resp.content)
 
-    async def reopen(self, owner: str, message_id: UUID) -> Message:
-        """A finished answer set back to pending (revision + 1), to be written again."""
-        resp = await self._call("POST", f"/messages/{message_id}/reopen", owner, json={})
+    async def reopen(
+        self, owner: str, message_id: UUID, lease: Mapping[str, object] | None = None
+    ) -> Message:
+        """A finished answer set back to pending (revision + 1), to be written again
+        (leased at once with `lease`)."""
+        body = dict(lease or {})
+        resp = await self._call("POST", f"/messages/{message_id}/reopen", owner, json=body)
         return Message.model_validate_json(resp.content)
 
-    async def expire(self, owner: str, message_id: UUID, reason: Reason, error: str) -> Message:
+    async def expire(
+        self,
+        owner: str,
+        message_id: UUID,
+        reason: Reason,
+        error: str,
+        lease_owner: str | None = None,
+    ) -> Message:
         """Mark a running answer interrupted, unless a live generation holds its lease
-        (then Stale)."""
-        body = {"reason": reason, "error": error}
+        (then Stale); a lease held under `lease_owner` (the caller's own) does not count."""
+        body: dict[str, object] = {"reason": reason, "error": error}
+        if lease_owner is not None:
+            body["lease_owner"] = lease_owner
         resp = await self._call("POST", f"/messages/{message_id}/expire", owner, json=body)
         return Message.model_validate_json(resp.content)
 

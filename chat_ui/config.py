@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from ipaddress import IPv4Network, IPv6Network
 from typing import Annotated, Literal
 
@@ -46,8 +47,9 @@ class Settings(BaseSettings):
     max_body_bytes: int | None = Field(default=None, ge=1024)
     # An uploaded export (POST /import) may be this large (db_api has its own limit).
     import_max_bytes: int = Field(default=64 * 1024 * 1024 + 64 * 1024, ge=1024)
-    # Partial answers are written to db_api at least this often.
-    flush_interval_s: float = Field(default=1.0, gt=0)
+    # Partial answers are written to db_api at least this often (also what another
+    # replica following the answer sees: its lag is this plus follow_poll_s).
+    flush_interval_s: float = Field(default=0.5, gt=0)
     db_timeout_s: float = Field(default=10.0, gt=0)
     lm_connect_timeout_s: float = Field(default=5.0, gt=0)
     # A model server that sends nothing (not even a keep-alive) for this long has
@@ -64,6 +66,33 @@ class Settings(BaseSettings):
     session_check_s: float = Field(default=5.0, ge=0)
     # ...and, while storage cannot be reached, a login checked this recently still counts.
     session_grace_s: float = Field(default=300.0, ge=0)
+
+    # Several replicas (chat_ui/leases.py): this process's name on the answers it writes.
+    # The default, the host name, stays the same when the process (or its container)
+    # restarts, so a restarted replica ends its own orphaned answers at once; processes
+    # sharing a host need names of their own.
+    replica_name: str = Field(
+        default_factory=lambda: socket.gethostname() or "chat-ui",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[\x21-\x2e\x30-\x7e]+$",
+    )
+    # An answer's lease: how long it outlives its replica, and how often it is renewed.
+    lease_s: float = Field(default=10.0, gt=0, le=3600)
+    lease_renew_s: float = Field(default=2.0, gt=0)
+    # A replica that does not write an answer reads its saved text this often to follow it.
+    follow_poll_s: float = Field(default=0.4, gt=0)
+
+    @model_validator(mode="after")
+    def _renewal_well_within_the_lease(self) -> Settings:
+        # A renewal that fails once (a slow request, a db_api restart) must still leave
+        # time for the next before the lease runs out.
+        if self.lease_renew_s * 2 > self.lease_s:
+            raise ValueError(
+                "CHAT_UI_LEASE_RENEW_S must be at most half of CHAT_UI_LEASE_S "
+                f"(got {self.lease_renew_s:g} and {self.lease_s:g})"
+            )
+        return self
 
     @property
     def body_limit(self) -> int:

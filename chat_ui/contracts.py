@@ -86,6 +86,11 @@ class Message(_Read):
     finish_reason: str | None = None
     reason: str | None = None
     model: str | None = None
+    # The generation's claim on a running answer (chat_ui/leases.py), and a Stop asked
+    # for by a replica that does not write it.
+    lease_owner: str | None = None
+    lease_until: str | None = None
+    stop_requested: bool = False
     # chat_ui's own, never stored: this final state is held in memory because db_api
     # has not taken it yet (it is retried until it does).
     unsaved: bool = False
@@ -161,6 +166,10 @@ class MessagePatch(BaseModel):
     ttft_ms: float | None = None
     generation_ms: float | None = None
     revision: int | None = None
+    # Control fields: writing only these does not move the revision (see leases.py).
+    lease_owner: str | None = None
+    lease_s: float | None = None
+    stop_requested: bool | None = None
 
     def body(self) -> dict[str, object]:
         return self.model_dump(mode="json", exclude_unset=True)

@@ -20,9 +20,9 @@ from chat_ui.contracts import (
     ChatSummary,
     Message,
     MessagePatch,
-    Reason,
     storable,
 )
+from chat_ui.follower import Follower
 from chat_ui.generation import Generation, Generations
 
 log = logging.getLogger("chat_ui.conversation")
@@ -46,9 +46,6 @@ RETRY_RESET = MessagePatch(
     ttft_ms=None,
     generation_ms=None,
 )
-# What an answer that no generation will finish is ended with.
-ORPHANED_REASON: Reason = "server_restarted"
-ORPHANED_ERROR = "The answer was cut off when Parlor restarted."
 
 
 class Refused(Exception):
@@ -120,10 +117,11 @@ class Conversation:
     async def reconcile(self, chat: Chat) -> Chat:
         """Show each running answer as it truly stands. One this process has finished but
         not stored yet (storage was away) is shown from memory, marked unsaved. One that
-        no generation of this process is writing (chat_ui restarted mid-answer) is ended
-        as interrupted with its partial text: nobody will ever finish it, and restarting
-        it silently could answer twice; the person gets the Retry button instead. db_api
-        refuses that (409) while another live process holds the answer's lease."""
+        another replica writes under a live lease stays running (the page follows it);
+        one whose writer is gone (this replica restarted, or another one's lease lapsed)
+        is ended as interrupted with its partial text (leases.Replica.settle): nobody
+        will ever finish it, and restarting it silently could answer twice; the person
+        gets the Retry button instead."""
         for msg in chat.messages:
             if not msg.running:
                 continue
@@ -136,15 +134,7 @@ class Conversation:
                     # text as this process has it, and the stream follows on from there.
                     chat.replace(msg.model_copy(update={"content": gen.text}))
                 continue
-            try:
-                chat.replace(
-                    await self._db.expire(self.owner, msg.id, ORPHANED_REASON, ORPHANED_ERROR)
-                )
-            except Stale as exc:
-                if exc.stored is not None:
-                    chat.replace(exc.stored)
-            except NotFound:
-                pass
+            chat.replace(await self._generations.replica.settle(self._db, self.owner, msg))
         return chat
 
     async def message(self, chat_id: UUID, message_id: UUID) -> Message:
@@ -201,6 +191,10 @@ class Conversation:
         """The generation writing this answer in this process, if any."""
         return self._generations.get(message_id, self.owner)
 
+    def follower(self, answer: Message) -> Follower:
+        """A running answer another replica writes, followed from what it saves."""
+        return Follower(self._db, self.owner, answer, self._generations.replica)
+
     def _cleaned(self, content: str) -> str:
         """The message as it will be stored, or SendRefused (text kept)."""
         # Browsers send a textarea's line breaks as CRLF; the limit counts what was typed.
@@ -246,7 +240,9 @@ class Conversation:
                     content,
                 )
             # The person's text is stored before anything is sent to the model.
-            turn = await self._db.add_turn(self.owner, chat_id, content)
+            turn = await self._db.add_turn(
+                self.owner, chat_id, content, self._generations.replica.claim()
+            )
         except DbUnavailable as exc:
             raise SendRefused(503, STORAGE_AWAY, content) from exc
         except DbRejected as exc:
@@ -269,7 +265,11 @@ class Conversation:
         if gen is not None and gen.chat_id == chat_id and gen.final is not None:
             return gen.final
         # Already finished (or orphaned, which load ends): as it stands.
-        return await self.message(chat_id, message_id)
+        message = await self.message(chat_id, message_id)
+        if message.running:
+            # Another replica writes it: asked through storage, it stops on its next save.
+            message = await self._generations.replica.stop_elsewhere(self._db, self.owner, message)
+        return message
 
     async def retry(self, chat_id: UUID, message_id: UUID) -> Message:
         """Answer again in place of a failed or interrupted answer."""
@@ -286,7 +286,9 @@ class Conversation:
         if message.status == "complete":
             raise Refused(409, "Already answered", "This answer is complete.")
         try:
-            reopened = await self._db.reopen(self.owner, message_id)
+            reopened = await self._db.reopen(
+                self.owner, message_id, self._generations.replica.claim()
+            )
         except Stale as exc:
             raise Refused(409, "Already answering", "This answer is being written.") from exc
         reset = RETRY_RESET.model_copy(update={"revision": reopened.revision + 1})
