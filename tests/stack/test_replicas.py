@@ -27,7 +27,7 @@ from parlor.supervisor import LOOPBACK, Service, ServiceSpec, free_port, uvicorn
 from tests.chat_ui.conftest import Event, Shown, final_body
 from tests.stack import scripted_model
 from tests.stack.nginx_process import require_nginx
-from tests.support import run_nginx, run_service
+from tests.support import fresh_postgres_database, postgres_server_url, run_nginx, run_service
 
 pytestmark = pytest.mark.slow
 
@@ -99,16 +99,26 @@ def chat_ui(name: str, port: int, db_url: str, model_url: str) -> ServiceSpec:
     )
 
 
-@pytest.fixture(scope="module")
-def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def replicas(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Replicas]:
+    """The stack on SQLite, and on PostgreSQL (whose clock grants and judges the leases)
+    when TEST_DATABASE_URL is set."""
     require_nginx()
     work = tmp_path_factory.mktemp("replicas")
     logs = work / "logs"
     logs.mkdir()
-    database_url = f"sqlite:///{work / 'parlor.db'}"
-    migrate(database_url)
-    db_env = {"DB_API_DATABASE_URL": database_url, "DB_API_INTERNAL_TOKEN": TOKEN}
     with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            database_url = f"sqlite:///{work / 'parlor.db'}"
+        else:
+            server = postgres_server_url()
+            if server is None:
+                pytest.skip("TEST_DATABASE_URL is not set: no PostgreSQL to run on")
+            database_url = stack.enter_context(fresh_postgres_database(server))
+        migrate(database_url)
+        db_env = {"DB_API_DATABASE_URL": database_url, "DB_API_INTERNAL_TOKEN": TOKEN}
         db = stack.enter_context(run_service("db_api", "db_api.main:app", db_env, logs))
         model = stack.enter_context(
             run_service("scripted_model", "tests.stack.scripted_model:app", {}, logs)
