@@ -79,6 +79,14 @@ class Follower:
             await asyncio.sleep(self._replica.poll_s)
             await self.poll()
 
+    async def reach(self, offset: int) -> None:
+        """Wait until the saved text is `offset` long or the answer has ended: a page the
+        writing replica showed from memory is ahead of what it has saved (by up to its
+        save interval), and a stream resumed from there must not first show less."""
+        while len(self.text) < offset and not self.finished.is_set():
+            await asyncio.sleep(self._replica.poll_s)
+            await self.poll()
+
     async def poll(self) -> None:
         """Read the answer once more; end the follow when it is final (or gone)."""
         try:

@@ -15,7 +15,7 @@ from chat_ui import deps
 from chat_ui.clients import DbUnavailable, NotFound
 from chat_ui.contracts import Message
 from chat_ui.conversation import SendRefused
-from chat_ui.follower import AnswerSource
+from chat_ui.follower import AnswerSource, Follower
 from chat_ui.generation import Update as FollowUpdate
 from chat_ui.markdown_stream import MarkdownStream, block_html, live_html, sync_html
 from chat_ui.web import (
@@ -88,6 +88,7 @@ async def stream(
     here = conv.live(message_id)
     gen: AnswerSource | None = here if here is not None and here.chat_id == chat_id else None
     final: Message | None = None
+    follower: Follower | None = None
     if gen is None or gen.finished.is_set():
         try:
             final = await conv.message(chat_id, message_id)
@@ -99,12 +100,16 @@ async def stream(
         gen = None
         if final.running:
             # Another replica writes it: follow what that one saves.
-            gen, final = conv.follower(final), None
+            gen = follower = conv.follower(final)
+            final = None
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         nonlocal final
         stats.sse_connections.inc()
         try:
+            if follower is not None:
+                # A page the writing replica showed is ahead of what it has saved.
+                await follower.reach(offset)
             if gen is not None:
                 async for event in _rendered(gen, message_id, min(offset, len(gen.text))):
                     yield event

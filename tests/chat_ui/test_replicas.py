@@ -5,8 +5,11 @@ tests/stack/test_replicas.py runs the same with real processes behind nginx."""
 from __future__ import annotations
 
 import re
+import threading
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -14,6 +17,8 @@ import pytest
 from pydantic import ValidationError
 
 from chat_ui.config import Settings
+from chat_ui.contracts import Message
+from chat_ui.leases import Replica
 from tests.chat_ui.conftest import Browser, LiveServer, Shown, eventually, final_body, message_ids
 from tests.chat_ui.fakes import FakeDb, FakeLm
 
@@ -255,3 +260,57 @@ def test_lease_settings_must_leave_room_for_a_failed_renewal() -> None:
     with pytest.raises(ValidationError):
         Settings(replica_name="has/slash")
     assert Settings(lease_s=4, lease_renew_s=2).lease_s == 4
+
+
+def test_a_stream_resumed_beyond_what_is_saved_waits_for_it_instead_of_shrinking(
+    pair: Pair, fake_db: FakeDb
+) -> None:
+    """The writing replica showed the page from memory, ahead of its last save; the stream
+    that lands on the other replica starts once storage has caught up."""
+    chat, mid = seeded_answer(pair, fake_db, "ui-elsewhere/1234abcd", live=True)
+    more = "Half an answer, and more"
+
+    def saved_later() -> None:
+        eventually(lambda: fake_db.calls.count(("GET", f"/messages/{mid}")) >= 2)
+        fake_db.messages[mid]["content"] = more
+
+    writer = threading.Thread(target=saved_later)
+    writer.start()
+    shown = Shown()
+    for ev in pair.on_b().events(f"/chats/{chat}/messages/{mid}/stream?after=20"):
+        shown.apply(ev)
+        if ev.event == "sync":
+            assert shown.text == more[:20]
+            fake_db.messages[mid].update(status="complete")
+        if ev.event == "done":
+            break
+    writer.join()
+    assert [e.event for e in shown.events][:2] == ["sync", "token"]
+    assert shown.events[1].data == more[20:]
+
+
+def test_which_running_answers_nothing_will_finish() -> None:
+    replica = Replica.start(Settings(replica_name="ui-b"))
+    now = datetime.now(UTC)
+    later = (now + timedelta(seconds=5)).isoformat()
+    earlier = (now - timedelta(seconds=1)).isoformat()
+
+    def answer(lease_owner: str | None, lease_until: str | None) -> Message:
+        return Message(
+            id=uuid.uuid4(),
+            chat_id=uuid.uuid4(),
+            role="assistant",
+            status="streaming",
+            lease_owner=lease_owner,
+            lease_until=lease_until,
+        )
+
+    assert replica.orphaned(answer(replica.lease_owner, later)) is None  # being started here
+    assert replica.orphaned(answer("ui-a/0123abcd", later)) is None  # A writes it
+    assert replica.orphaned(answer("ui-a/0123abcd", earlier)) == "lease_expired"
+    assert replica.orphaned(answer("ui-a/0123abcd", None)) == "lease_expired"  # given up
+    assert replica.orphaned(answer("ui-b/0123abcd", later)) == "server_restarted"  # B before
+    assert replica.orphaned(answer(None, None)) == "server_restarted"  # never leased
+    # Another process with a name that merely starts the same is another replica.
+    assert replica.orphaned(answer("ui-bb/0123abcd", later)) is None
+    assert Replica.start(Settings()).start_id != replica.start_id
