@@ -342,3 +342,37 @@ def test_a_killed_replica_s_answer_ends_when_its_lease_lapses_and_the_other_serv
     finally:
         a.start()  # back for whatever runs after
         a.wait_healthy()
+
+
+def test_in_chromium_the_answer_streams_to_its_end_whichever_replica_serves_the_page(
+    replicas: Replicas, browser: Any
+) -> None:
+    """With JavaScript (htmx's SSE): the page and its stream land on either replica as
+    nginx deals them out, across reloads mid-answer, and the answer ends in place."""
+    from playwright.sync_api import expect
+
+    from tests.stack.test_browser import login, start_chat
+
+    context = browser.new_context(viewport={"width": 1200, "height": 800})
+    page = context.new_page()
+    try:
+        login(page, replicas.nginx, "Grace")
+        start_chat(page, "Write a function.")
+        replicas.paused_at(1)
+        answer = page.locator("article.msg-assistant").last
+        expect(answer).to_contain_text("double")
+        answer_id = answer.get_attribute("id")
+        assert answer_id is not None
+        bubble = page.locator(f"#{answer_id}")
+        for _ in range(4):  # round-robin: the page and its stream from either replica
+            page.reload()
+            expect(bubble).to_have_attribute("data-status", re.compile("pending|streaming"))
+            expect(bubble).to_contain_text("double")
+        replicas.release()
+        replicas.paused_at(2)
+        replicas.release()
+        expect(bubble).to_have_attribute("data-status", "complete")
+        expect(bubble).to_contain_text("That is all.")
+        expect(bubble.locator("pre code")).to_contain_text("return x * 2")
+    finally:
+        context.close()
