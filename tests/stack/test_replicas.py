@@ -5,7 +5,8 @@ either, Stop works from either, and when one replica is killed mid-answer its an
 
 The model is `scripted_model` (an OpenAI-compatible server that pauses at gates until
 the test releases it), so "mid-answer" is a state the test holds, not a moment it hopes
-to catch; the leases are short (CHAT_UI_LEASE_S=3) so the killed replica's lease lapses
+to catch; the leases are short (CHAT_UI_LEASE_S=6, renewed every 0.5 s: a replica stalled
+for 5 s on a busy machine still keeps its answers) so the killed replica's lease lapses
 within the test.
 """
 
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.slow
 
 TOKEN = "replicas-internal-token"
 SECRET = "replicas-secret-0123456789abcdef"
-LEASE_S = 3.0
+LEASE_S = 6.0
 CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 STREAM = re.compile(r'sse-connect="(/chats/[0-9a-f-]+/messages/([0-9a-f-]+)/stream[^"]*)"')
 # The scripted answer up to its first pause: what is saved while it waits there.
