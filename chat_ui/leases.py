@@ -18,7 +18,9 @@ with the process. A replica that finds a running answer no generation of its own
   more. This is how the single-process setup still ends an answer cut off by a restart
   as soon as the page is looked at, without waiting for the lease. Two live processes
   must therefore never share a name;
-- ends an answer with no lease at all (written before leases existed) the same way.
+- ends an answer with no lease at all (written before leases existed) the same way, once
+  it has not changed for a lease's length (a generation claims an answer created without
+  a lease on its first renewal, as it starts).
 
 db_api decides each of these in one conditional UPDATE (`POST /messages/{id}/expire`),
 so two replicas looking at the same answer at once end it once, and never while a live
@@ -37,7 +39,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from chat_ui.clients import DbApi, DbRejected, DbUnavailable, NotFound, Stale
@@ -92,12 +94,20 @@ class Replica:
     def orphaned(self, message: Message, now: datetime | None = None) -> Reason | None:
         """Why nothing will ever finish this running answer, or None while a live
         generation may still be writing it."""
-        owner = message.lease_owner
+        owner, now = message.lease_owner, now or _now()
         if owner == self.lease_owner:
             return None  # this process: its generation is being started right now
-        if owner is None or owner.partition("/")[0] == self.name:
-            return "server_restarted"  # no lease, or this replica's previous start
-        if message.lease_until is None or _when(message.lease_until) <= (now or _now()):
+        if owner is None:
+            # Never leased: written before leases existed, or by a path that leaves the
+            # claim to its generation's first renewal, moments later. Left alone for a
+            # lease's length, nothing writes it.
+            idle = not message.updated_at or (
+                _when(message.updated_at) + timedelta(seconds=self.lease_s) <= now
+            )
+            return "server_restarted" if idle else None
+        if owner.partition("/")[0] == self.name:
+            return "server_restarted"  # this replica's previous start
+        if message.lease_until is None or _when(message.lease_until) <= now:
             return "lease_expired"
         return None
 

@@ -295,7 +295,7 @@ def test_which_running_answers_nothing_will_finish() -> None:
     later = (now + timedelta(seconds=5)).isoformat()
     earlier = (now - timedelta(seconds=1)).isoformat()
 
-    def answer(lease_owner: str | None, lease_until: str | None) -> Message:
+    def answer(lease_owner: str | None, lease_until: str | None, updated: str = "") -> Message:
         return Message(
             id=uuid.uuid4(),
             chat_id=uuid.uuid4(),
@@ -303,6 +303,7 @@ def test_which_running_answers_nothing_will_finish() -> None:
             status="streaming",
             lease_owner=lease_owner,
             lease_until=lease_until,
+            updated_at=updated or (now - timedelta(hours=1)).isoformat(),
         )
 
     assert replica.orphaned(answer(replica.lease_owner, later)) is None  # being started here
@@ -311,6 +312,8 @@ def test_which_running_answers_nothing_will_finish() -> None:
     assert replica.orphaned(answer("ui-a/0123abcd", None)) == "lease_expired"  # given up
     assert replica.orphaned(answer("ui-b/0123abcd", later)) == "server_restarted"  # B before
     assert replica.orphaned(answer(None, None)) == "server_restarted"  # never leased
+    # ...unless just written: its generation is about to claim it.
+    assert replica.orphaned(answer(None, None, now.isoformat())) is None
     # Another process with a name that merely starts the same is another replica.
     assert replica.orphaned(answer("ui-bb/0123abcd", later)) is None
     assert Replica.start(Settings()).start_id != replica.start_id
