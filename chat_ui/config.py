@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from ipaddress import IPv4Network, IPv6Network
 from typing import Annotated, Literal
@@ -16,6 +17,17 @@ DEFAULT_SECRET = "parlor-development-secret-change-me"  # noqa: S105 (public on 
 WORST_CASE_BYTES_PER_CHAR = 12
 # The rest of a form besides its longest text (the CSRF token, field names).
 FORM_OVERHEAD_BYTES = 16 * 1024
+
+
+# A replica's name: printable ASCII without spaces or `/` (which separates the start id in
+# a lease), short enough for db_api's lease_owner with the start id after it.
+REPLICA_NAME = r"^[\x21-\x2e\x30-\x7e]+$"
+
+
+def _host_name() -> str:
+    """The host name as a valid replica name (a long or exotic one trimmed, not refused)."""
+    name = re.sub(r"[^\x21-\x2e\x30-\x7e]", "-", socket.gethostname())[:64]
+    return name or "chat-ui"
 
 
 class Settings(BaseSettings):
@@ -72,10 +84,7 @@ class Settings(BaseSettings):
     # restarts, so a restarted replica ends its own orphaned answers at once; processes
     # sharing a host need names of their own.
     replica_name: str = Field(
-        default_factory=lambda: socket.gethostname() or "chat-ui",
-        min_length=1,
-        max_length=64,
-        pattern=r"^[\x21-\x2e\x30-\x7e]+$",
+        default_factory=lambda: _host_name(), min_length=1, max_length=64, pattern=REPLICA_NAME
     )
     # An answer's lease: how long it outlives its replica, and how often it is renewed.
     lease_s: float = Field(default=10.0, gt=0, le=3600)

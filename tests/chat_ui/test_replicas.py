@@ -317,3 +317,19 @@ def test_which_running_answers_nothing_will_finish() -> None:
     # Another process with a name that merely starts the same is another replica.
     assert replica.orphaned(answer("ui-bb/0123abcd", later)) is None
     assert Replica.start(Settings()).start_id != replica.start_id
+
+
+def test_the_default_replica_name_is_the_host_name_made_valid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The host name survives a restart (so a restarted replica knows its own answers);
+    one that is too long or has characters a lease name cannot hold is trimmed, never a
+    reason not to start."""
+    monkeypatch.setattr("socket.gethostname", lambda: "web-7f9c")
+    assert Settings().replica_name == "web-7f9c"
+    monkeypatch.setattr("socket.gethostname", lambda: "x" * 80 + " é/y")
+    assert Settings().replica_name == "x" * 64
+    monkeypatch.setattr("socket.gethostname", lambda: "pod é/1")
+    assert Settings().replica_name == "pod---1"
+    monkeypatch.setattr("socket.gethostname", lambda: "")
+    assert Settings().replica_name == "chat-ui"
