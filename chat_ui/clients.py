@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal
@@ -157,20 +157,31 @@ class DbApi:
         owner: str,
         chat_id: UUID,
         content: str,
+        lease: Mapping[str, object] | None = None,
         *,
         parent: UUID | Literal[Place.CURRENT_LEAF] | None = Place.CURRENT_LEAF,
     ) -> Turn:
         """The question and its pending answer, stored in one transaction: after the
-        current leaf, or below `parent` (None: a new first question), as an edit does."""
-        body: dict[str, object] = {"content": content}
+        current leaf, or below `parent` (None: a new first question), as an edit does; the
+        answer leased from the start with `lease` (lease_owner and lease_s)."""
+        body: dict[str, object] = {"content": content, **(lease or {})}
         if parent is not Place.CURRENT_LEAF:
             body["parent_id"] = str(parent) if parent is not None else None
         resp = await self._call("POST", f"/chats/{chat_id}/turns", owner, json=body)
         return Turn.model_validate_json(resp.content)
 
-    async def add_answer(self, owner: str, chat_id: UUID, parent: UUID) -> Message:
-        """A pending answer below `parent` (a question): another version of its answer."""
-        body = {"role": "assistant", "status": "pending", "content": "", "parent_id": str(parent)}
+    async def add_answer(
+        self, owner: str, chat_id: UUID, parent: UUID, lease: Mapping[str, object] | None = None
+    ) -> Message:
+        """A pending answer below `parent` (a question): another version of its answer,
+        leased from the start with `lease`."""
+        body = {
+            "role": "assistant",
+            "status": "pending",
+            "content": "",
+            "parent_id": str(parent),
+            **(lease or {}),
+        }
         resp = await self._call("POST", f"/chats/{chat_id}/messages", owner, json=body)
         return Message.model_validate_json(resp.content)
 
@@ -182,15 +193,28 @@ class DbApi:
         resp = await self._call("PATCH", f"/messages/{message_id}", owner, json=changes.body())
         return Message.model_validate_json(resp.content)
 
-    async def reopen(self, owner: str, message_id: UUID) -> Message:
-        """A finished answer set back to pending (revision + 1), to be written again."""
-        resp = await self._call("POST", f"/messages/{message_id}/reopen", owner, json={})
+    async def reopen(
+        self, owner: str, message_id: UUID, lease: Mapping[str, object] | None = None
+    ) -> Message:
+        """A finished answer set back to pending (revision + 1), to be written again
+        (leased at once with `lease`)."""
+        body = dict(lease or {})
+        resp = await self._call("POST", f"/messages/{message_id}/reopen", owner, json=body)
         return Message.model_validate_json(resp.content)
 
-    async def expire(self, owner: str, message_id: UUID, reason: Reason, error: str) -> Message:
+    async def expire(
+        self,
+        owner: str,
+        message_id: UUID,
+        reason: Reason,
+        error: str,
+        lease_owner: str | None = None,
+    ) -> Message:
         """Mark a running answer interrupted, unless a live generation holds its lease
-        (then Stale)."""
-        body = {"reason": reason, "error": error}
+        (then Stale); a lease held under `lease_owner` (the caller's own) does not count."""
+        body: dict[str, object] = {"reason": reason, "error": error}
+        if lease_owner is not None:
+            body["lease_owner"] = lease_owner
         resp = await self._call("POST", f"/messages/{message_id}/expire", owner, json=body)
         return Message.model_validate_json(resp.content)
 

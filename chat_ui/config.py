@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import socket
 from ipaddress import IPv4Network, IPv6Network
 from typing import Annotated, Literal
 
@@ -15,6 +17,17 @@ DEFAULT_SECRET = "parlor-development-secret-change-me"  # noqa: S105 (public on 
 WORST_CASE_BYTES_PER_CHAR = 12
 # The rest of a form besides its longest text (the CSRF token, field names).
 FORM_OVERHEAD_BYTES = 16 * 1024
+
+
+# A replica's name: printable ASCII without spaces or `/` (which separates the start id in
+# a lease), short enough for db_api's lease_owner with the start id after it.
+REPLICA_NAME = r"^[\x21-\x2e\x30-\x7e]+$"
+
+
+def _host_name() -> str:
+    """The host name as a valid replica name (a long or exotic one trimmed, not refused)."""
+    name = re.sub(r"[^\x21-\x2e\x30-\x7e]", "-", socket.gethostname())[:64]
+    return name or "chat-ui"
 
 
 class Settings(BaseSettings):
@@ -48,8 +61,9 @@ class Settings(BaseSettings):
     max_body_bytes: int | None = Field(default=None, ge=1024)
     # An uploaded export (POST /import) may be this large (db_api has its own limit).
     import_max_bytes: int = Field(default=64 * 1024 * 1024 + 64 * 1024, ge=1024)
-    # Partial answers are written to db_api at least this often.
-    flush_interval_s: float = Field(default=1.0, gt=0)
+    # Partial answers are written to db_api at least this often (also what another
+    # replica following the answer sees: its lag is this plus follow_poll_s).
+    flush_interval_s: float = Field(default=0.5, gt=0)
     db_timeout_s: float = Field(default=10.0, gt=0)
     lm_connect_timeout_s: float = Field(default=5.0, gt=0)
     # A model server that sends nothing (not even a keep-alive) for this long has
@@ -66,6 +80,30 @@ class Settings(BaseSettings):
     session_check_s: float = Field(default=5.0, ge=0)
     # ...and, while storage cannot be reached, a login checked this recently still counts.
     session_grace_s: float = Field(default=300.0, ge=0)
+
+    # Several replicas (chat_ui/leases.py): this process's name on the answers it writes.
+    # The default, the host name, stays the same when the process (or its container)
+    # restarts, so a restarted replica ends its own orphaned answers at once; processes
+    # sharing a host need names of their own.
+    replica_name: str = Field(
+        default_factory=lambda: _host_name(), min_length=1, max_length=64, pattern=REPLICA_NAME
+    )
+    # An answer's lease: how long it outlives its replica, and how often it is renewed.
+    lease_s: float = Field(default=10.0, gt=0, le=3600)
+    lease_renew_s: float = Field(default=2.0, gt=0)
+    # A replica that does not write an answer reads its saved text this often to follow it.
+    follow_poll_s: float = Field(default=0.4, gt=0)
+
+    @model_validator(mode="after")
+    def _renewal_well_within_the_lease(self) -> Settings:
+        # A renewal that fails once (a slow request, a db_api restart) must still leave
+        # time for the next before the lease runs out.
+        if self.lease_renew_s * 2 > self.lease_s:
+            raise ValueError(
+                "CHAT_UI_LEASE_RENEW_S must be at most half of CHAT_UI_LEASE_S "
+                f"(got {self.lease_renew_s:g} and {self.lease_s:g})"
+            )
+        return self
 
     @property
     def body_limit(self) -> int:

@@ -95,6 +95,11 @@ class Message(_Read):
     params: dict[str, Any] | None = None
     # The plan a planner model wrote before this answer (plan mode), shown folded above it.
     plan: str | None = None
+    # The generation's claim on a running answer (chat_ui/leases.py), and a Stop asked
+    # for by a replica that does not write it.
+    lease_owner: str | None = None
+    lease_until: str | None = None
+    stop_requested: bool = False
     # chat_ui's own, never stored: this final state is held in memory because db_api
     # has not taken it yet (it is retried until it does).
     unsaved: bool = False
@@ -236,6 +241,10 @@ class MessagePatch(BaseModel):
     model: str | None = None
     params: dict[str, Any] | None = None
     plan: str | None = None
+    # Control fields: writing only these does not move the revision (see leases.py).
+    lease_owner: str | None = None
+    lease_s: float | None = None
+    stop_requested: bool | None = None
 
     def body(self) -> dict[str, object]:
         return self.model_dump(mode="json", exclude_unset=True)

@@ -21,9 +21,9 @@ from chat_ui.contracts import (
     ChatSummary,
     Message,
     MessagePatch,
-    Reason,
     storable,
 )
+from chat_ui.follower import Follower
 from chat_ui.generation import Generation, Generations
 
 log = logging.getLogger("chat_ui.conversation")
@@ -48,9 +48,6 @@ RETRY_RESET = MessagePatch(
     generation_ms=None,
     plan=None,
 )
-# What an answer that no generation will finish is ended with.
-ORPHANED_REASON: Reason = "server_restarted"
-ORPHANED_ERROR = "The answer was cut off when Parlor restarted."
 
 
 class Refused(Exception):
@@ -97,6 +94,10 @@ class Conversation:
         self._generations = generations
         self._settings = settings
 
+    def _claim(self) -> dict[str, object]:
+        """The lease a new generation of this replica takes (chat_ui/leases.py)."""
+        return self._generations.replica.claim()
+
     # --- chats -----------------------------------------------------------------------------
 
     async def chats(self) -> list[ChatSummary]:
@@ -127,10 +128,11 @@ class Conversation:
     async def reconcile(self, chat: Chat) -> Chat:
         """Show each running answer as it truly stands. One this process has finished but
         not stored yet (storage was away) is shown from memory, marked unsaved. One that
-        no generation of this process is writing (chat_ui restarted mid-answer) is ended
-        as interrupted with its partial text: nobody will ever finish it, and restarting
-        it silently could answer twice; the person gets the Retry button instead. db_api
-        refuses that (409) while another live process holds the answer's lease."""
+        another replica writes under a live lease stays running (the page follows it);
+        one whose writer is gone (this replica restarted, or another one's lease lapsed)
+        is ended as interrupted with its partial text (leases.Replica.settle): nobody
+        will ever finish it, and restarting it silently could answer twice; the person
+        gets the Retry button instead."""
         for msg in chat.messages:
             if not msg.running:
                 continue
@@ -145,15 +147,7 @@ class Conversation:
                     plan = max(gen.plan, msg.plan or "", key=len) or None
                     chat.replace(msg.model_copy(update={"content": content, "plan": plan}))
                 continue
-            try:
-                chat.replace(
-                    await self._db.expire(self.owner, msg.id, ORPHANED_REASON, ORPHANED_ERROR)
-                )
-            except Stale as exc:
-                if exc.stored is not None:
-                    chat.replace(exc.stored)
-            except NotFound:
-                pass
+            chat.replace(await self._generations.replica.settle(self._db, self.owner, msg))
         return chat
 
     async def message(self, chat_id: UUID, message_id: UUID) -> Message:
@@ -216,6 +210,10 @@ class Conversation:
         """The generation writing this answer in this process, if any."""
         return self._generations.get(message_id, self.owner)
 
+    def follower(self, answer: Message) -> Follower:
+        """A running answer another replica writes, followed from what it saves."""
+        return Follower(self._db, self.owner, answer, self._generations.replica)
+
     def _cleaned(self, content: str) -> str:
         """The message as it will be stored, or SendRefused (text kept)."""
         # Browsers send a textarea's line breaks as CRLF; the limit counts what was typed.
@@ -261,7 +259,7 @@ class Conversation:
                     content,
                 )
             # The person's text is stored before anything is sent to the model.
-            turn = await self._db.add_turn(self.owner, chat_id, content)
+            turn = await self._db.add_turn(self.owner, chat_id, content, self._claim())
         except DbUnavailable as exc:
             raise SendRefused(503, STORAGE_AWAY, content) from exc
         except DbRejected as exc:
@@ -287,7 +285,11 @@ class Conversation:
         if gen is not None and gen.chat_id == chat_id and gen.final is not None:
             return gen.final
         # Already finished (or orphaned, which load ends): as it stands.
-        return await self.message(chat_id, message_id)
+        message = await self.message(chat_id, message_id)
+        if message.running:
+            # Another replica writes it: asked through storage, it stops on its next save.
+            message = await self._generations.replica.stop_elsewhere(self._db, self.owner, message)
+        return message
 
     async def retry(self, chat_id: UUID, message_id: UUID) -> Message:
         """Answer again in place of a failed answer (or one cut off before any text)."""
@@ -309,7 +311,7 @@ class Conversation:
                 "This answer is kept: Regenerate makes a new version of it, Continue goes on.",
             )
         try:
-            reopened = await self._db.reopen(self.owner, message_id)
+            reopened = await self._db.reopen(self.owner, message_id, self._claim())
         except Stale as exc:
             raise Refused(409, "Already answering", "This answer is being written.") from exc
         reset = RETRY_RESET.model_copy(update={"revision": reopened.revision + 1})

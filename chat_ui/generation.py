@@ -14,10 +14,11 @@ While an answer runs, the page is told (a `notice`) when the model server has be
 for `lm_quiet_s` (busy, or not answering at all) and when storage cannot be reached; a
 model server silent for `lm_stall_s` ends the answer with the reason `model_stalled`.
 
-A running message with no generation in this process (chat_ui restarted mid-answer) is
-marked interrupted by `conversation.Conversation.reconcile` the first time a page or a
-stream looks at it. This assumes one chat_ui process owns the generations (run it with
-one worker; scale out with sticky routing).
+Each answer is leased to this process in db_api while it runs (chat_ui/leases.py), so
+several replicas can share the answers: another replica follows this one's answers from
+what it saves (chat_ui/follower.py), can ask it to stop them, and ends them only once the
+lease has lapsed. A running message whose lease nobody holds any more is ended by
+`conversation.Conversation.reconcile` the first time a page or a stream looks at it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from chat_ui.contracts import (
     Status,
     storable,
 )
+from chat_ui.leases import Replica, obey
 from chat_ui.metrics import Metrics
 from chat_ui.prompt import PromptPlan, history_before
 from chat_ui.sampling import FIELDS as SAMPLING_FIELDS
@@ -186,6 +188,8 @@ class Generations:
         self._savers: set[asyncio.Task[None]] = set()
         # Model titles being written (chat_ui.titles), cancelled at shutdown.
         self._titles: set[asyncio.Task[None]] = set()
+        # This process as the holder of its answers' leases.
+        self.replica = Replica.start(settings)
 
     def get(self, message_id: UUID, owner: str) -> Generation | None:
         gen = self._known.get(message_id)
@@ -273,6 +277,7 @@ class Generations:
         helpers = [
             asyncio.create_task(self._flush_loop(gen), name=f"flush-{gen.message_id}"),
             asyncio.create_task(self._watch_model(gen), name=f"watch-{gen.message_id}"),
+            asyncio.create_task(self.replica.keep(self._db, gen), name=f"lease-{gen.message_id}"),
         ]
         try:
             await self._generate(gen, chat)
@@ -406,7 +411,7 @@ class Generations:
             chat_id=gen.chat_id,
             role="assistant",
             unsaved=True,
-            **patch.model_dump(exclude={"revision"}),
+            **patch.model_dump(exclude={"revision"}, exclude_unset=True),
         )
         self._metrics.active_generations.dec()
         self._metrics.generations.labels(outcome=gen.status).inc()
@@ -485,9 +490,11 @@ class Generations:
             if plan:
                 patch.plan = plan
             try:
-                await self._db.update_message(gen.owner, gen.message_id, patch)
+                stored = await self._db.update_message(gen.owner, gen.message_id, patch)
                 flushed, flushed_plan = len(text), len(plan)
                 gen.set_notice("storage", None)
+                if obey(gen, stored):  # stopped from another replica
+                    return
             except NotFound:
                 # The chat was deleted while answering: stop answering it.
                 gen.deleted = True

@@ -71,7 +71,9 @@ class Versions(Conversation):
                 raise SendRefused(409, "Only your own messages can be edited.", content)
             if chat.running:
                 raise SendRefused(409, BUSY + " Your edit is kept below.", content)
-            turn = await self._db.add_turn(self.owner, chat_id, content, parent=question.parent_id)
+            turn = await self._db.add_turn(
+                self.owner, chat_id, content, self._claim(), parent=question.parent_id
+            )
         except DbUnavailable as exc:
             raise SendRefused(503, STORAGE_AWAY, content) from exc
         except DbRejected as exc:
@@ -86,7 +88,7 @@ class Versions(Conversation):
             raise Refused(409, "Nothing to regenerate", _why_not(answer, "regenerated"))
         if answer.parent_id is None:
             raise Refused(409, "Nothing to regenerate", "This answer has no question.")
-        fresh = await self._db.add_answer(self.owner, chat_id, answer.parent_id)
+        fresh = await self._db.add_answer(self.owner, chat_id, answer.parent_id, self._claim())
         return await self._answer(chat, self._before(chat, answer), [fresh])
 
     async def continue_answer(self, chat_id: UUID, message_id: UUID) -> Message:
@@ -100,7 +102,7 @@ class Versions(Conversation):
             # answered. A new version of it (Regenerate) starts a branch instead.
             raise Refused(409, "Nothing to continue", ONLY_LATEST)
         try:
-            reopened = await self._db.reopen(self.owner, message_id)
+            reopened = await self._db.reopen(self.owner, message_id, self._claim())
         except Stale as exc:
             raise Refused(409, BUSY_TITLE, BUSY) from exc
         chat.replace(reopened)

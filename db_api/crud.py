@@ -544,11 +544,18 @@ def reopen_message(
 
 
 def expire_message(
-    session: Session, owner: str, message_id: uuid.UUID, *, reason: str, error: str | None
+    session: Session,
+    owner: str,
+    message_id: uuid.UUID,
+    *,
+    reason: str,
+    error: str | None,
+    lease_owner: str | None = None,
 ) -> tuple[Message, tree.Versions]:
-    """Mark a running answer interrupted, only if no live lease holds it. The lease check
-    and the write are one UPDATE: a generation renewing its lease at the same moment
-    either wins (409 here) or finds its answer final."""
+    """Mark a running answer interrupted, only if no live lease holds it (a lease held
+    under `lease_owner`, the caller's own name, does not count). The lease check and the
+    write are one UPDATE: a generation renewing its lease at the same moment either wins
+    (409 here) or finds its answer final."""
     try:
         with session.begin():
             now = _db_now(session)
@@ -559,10 +566,13 @@ def expire_message(
                 "revision": Message.revision + 1,
                 "lease_until": None,
             }
+            unheld = [Message.lease_until.is_(None), Message.lease_until <= now]
+            if lease_owner is not None:
+                unheld.append(Message.lease_owner == lease_owner)
             conditions = [
                 Message.role == "assistant",
                 Message.status.in_(RUNNING),
-                sa.or_(Message.lease_until.is_(None), Message.lease_until <= now),
+                sa.or_(*unheld),
             ]
             return _conditional_write(session, owner, message_id, values, conditions)
     except Conflict as conflict:

@@ -353,6 +353,9 @@ class ReopenBody(_Input):
 class ExpireBody(_Input):
     reason: Reason
     error: StorableText | None = None
+    # The caller's own lease name: a live lease held under it counts as expired too (the
+    # caller restarted, so the generation that took it is gone).
+    lease_owner: LeaseOwner | None = None
     LIMITS = {"error": "max_message_chars"}
 
 

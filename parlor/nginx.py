@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +53,17 @@ def render_template(text: str, variables: Mapping[str, str]) -> str:
     return _VARIABLE.sub(replace, text)
 
 
+def upstream_servers(addresses: str | Sequence[str]) -> str:
+    """The value of PARLOR_CHAT_UI_UPSTREAM for one chat_ui (host:port) or several
+    replicas, which nginx then balances round-robin: the template writes
+    `server <value>;`, so each further address becomes a `server` line of its own."""
+    if isinstance(addresses, str):
+        return addresses
+    if not addresses:
+        raise ValueError("nginx needs at least one chat_ui address")
+    return ";\n    server ".join(addresses)
+
+
 def nginx_binary() -> str | None:
     """The nginx executable on PATH (Debian also keeps it in /usr/sbin), or None."""
     return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
@@ -83,7 +94,7 @@ def write_config(
     prefix: Path,
     *,
     listen: str,
-    chat_ui_upstream: str,
+    chat_ui_upstream: str | Sequence[str],
     static_root: Path = STATIC_ROOT,
     template: Path = NGINX_TEMPLATE,
     console_logs: bool = False,
@@ -103,7 +114,7 @@ def write_config(
         template.read_text(),
         {
             "PARLOR_LISTEN": listen,
-            "PARLOR_CHAT_UI_UPSTREAM": chat_ui_upstream,
+            "PARLOR_CHAT_UI_UPSTREAM": upstream_servers(chat_ui_upstream),
             "PARLOR_STATIC_ROOT": str(Path(static_root).resolve()),
             "PARLOR_ACCESS_LOG": str(access_log_path),
         },
@@ -154,7 +165,7 @@ def nginx_service(
     prefix: Path,
     *,
     port: int,
-    chat_ui_upstream: str,
+    chat_ui_upstream: str | Sequence[str],
     static_root: Path = STATIC_ROOT,
     template: Path = NGINX_TEMPLATE,
     console_logs: bool = False,
@@ -184,17 +195,19 @@ def nginx_service(
 @contextlib.contextmanager
 def run_nginx(
     prefix: Path,
-    upstream_url: str,
+    upstream_url: str | Sequence[str],
     *,
     static_root: Path | None = None,
     template: Path = NGINX_TEMPLATE,
 ) -> Iterator[tuple[str, Service, NginxConfig]]:
     """Real nginx from the project's template, on a free loopback port in front of
-    `upstream_url`, healthy; yields (its URL, the service, its config)."""
+    `upstream_url` (or several chat_ui replicas, round-robin), healthy; yields (its URL,
+    the service, its config)."""
+    urls = [upstream_url] if isinstance(upstream_url, str) else list(upstream_url)
     spec, config = nginx_service(
         prefix,
         port=free_port(),
-        chat_ui_upstream=upstream_url.removeprefix("http://"),
+        chat_ui_upstream=[url.removeprefix("http://") for url in urls],
         static_root=static_root or STATIC_ROOT,
         template=template,
     )

@@ -15,7 +15,7 @@ from chat_ui import deps, window
 from chat_ui.clients import DbUnavailable, NotFound
 from chat_ui.contracts import Message
 from chat_ui.conversation import SendRefused
-from chat_ui.generation import Generation
+from chat_ui.follower import AnswerSource, Follower
 from chat_ui.generation import Update as FollowUpdate
 from chat_ui.markdown_stream import MarkdownStream, block_html, live_html, sync_html
 from chat_ui.routes.commands import typed_command
@@ -32,6 +32,8 @@ from chat_ui.web import (
 )
 
 router = APIRouter()
+
+GONE = '<p class="msg-error" role="alert">This answer no longer exists.</p>'
 
 
 @router.post("/chats/{chat_id}/messages")
@@ -92,32 +94,37 @@ async def stream(
         return _closing_stream(
             '<p class="msg-error" role="alert">Your session ended: reload the page.</p>'
         )
-    gen = conv.live(message_id)
-    if gen is not None and gen.chat_id != chat_id:
-        gen = None
+    here = conv.live(message_id)
+    gen: AnswerSource | None = here if here is not None and here.chat_id == chat_id else None
     final: Message | None = None
+    follower: Follower | None = None
     if gen is None or gen.finished.is_set():
         try:
             final = await conv.message(chat_id, message_id)
         except NotFound:
-            return _closing_stream(
-                '<p class="msg-error" role="alert">This answer no longer exists.</p>'
-            )
+            return _closing_stream(GONE)
         except DbUnavailable:
             # The browser retries with back-off; the answer shows up once db_api is back.
             return HTMLResponse("db_api unavailable", status_code=503)
         gen = None
+        if final.running:
+            # Another replica writes it: follow what that one saves.
+            gen = follower = conv.follower(final)
+            final = None
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         nonlocal final
         stats.sse_connections.inc()
         try:
+            if follower is not None:
+                # A page the writing replica showed is ahead of what it has saved.
+                await follower.reach(offset)
             if gen is not None:
                 async for event in _rendered(gen, message_id, min(offset, len(gen.text))):
                     yield event
                 final = gen.final
-            assert final is not None
-            yield ServerSentEvent(data=bubble(request, final), event="done")
+            done = GONE if final is None else bubble(request, final)
+            yield ServerSentEvent(data=done, event="done")
         finally:
             stats.sse_connections.dec()
 
@@ -125,7 +132,7 @@ async def stream(
 
 
 async def _rendered(
-    gen: Generation, message_id: UUID, offset: int
+    gen: AnswerSource, message_id: UUID, offset: int
 ) -> AsyncIterator[ServerSentEvent]:
     """The answer as Markdown while it is written: `sync` (the body as shown for the
     text up to `offset`), then `token` and `block` events (see _message.html), and the
@@ -167,7 +174,10 @@ async def live(request: Request, chat_id: UUID, conv: deps.Conversation) -> Resp
     the answer, placed below it by CSS) stays. Without a running answer: the chat page."""
     chat = await window.open_chat(conv, chat_id)
     answer = next((m for m in reversed(chat.messages) if m.running), None)
-    gen = conv.live(answer.id) if answer is not None else None
+    gen: AnswerSource | None = None
+    if answer is not None:
+        # Written here, or by another replica (followed from what it saves).
+        gen = conv.live(answer.id) or conv.follower(answer)
     if answer is None or gen is None or gen.finished.is_set():
         return redirect(request, f"/chats/{chat_id}")
     offset = len(gen.text)

@@ -116,9 +116,15 @@ def expire_message(
     settings: SettingsDep,
 ) -> MessageOut:
     """Mark a running (pending/streaming) answer interrupted with `reason`, only if its
-    lease is absent or expired: the check and the write are one statement."""
+    lease is absent or expired, or held under `lease_owner` (the caller's own name, after
+    a restart): the check and the write are one statement."""
     check_limits(body, settings)
     message, versions = crud.expire_message(
-        session, owner, message_id, reason=body.reason, error=body.error
+        session,
+        owner,
+        message_id,
+        reason=body.reason,
+        error=body.error,
+        lease_owner=body.lease_owner,
     )
     return MessageOut.of(message, versions.ids)

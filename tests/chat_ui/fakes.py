@@ -23,6 +23,8 @@ from chat_ui.contracts import Message, Status
 STATUSES = set(get_args(Status))
 RUNNING = {"pending", "streaming"}
 FINAL = STATUSES - RUNNING
+# Writes of only these steer a generation and leave the revision alone (as in db_api).
+CONTROL_FIELDS = {"lease_owner", "lease_s", "stop_requested"}
 
 
 def _unstorable(value: object) -> bool:
@@ -59,6 +61,8 @@ class FakeDb:
         # Calls made while down (method, path).
         self.failed: list[tuple[str, str]] = []
         self.patches: list[tuple[str, dict[str, Any]]] = []
+        # Writes of only control fields (lease renewals, Stop from another replica).
+        self.control: list[tuple[str, dict[str, Any]]] = []
         self.refused: list[tuple[str, dict[str, Any]]] = []  # 409s
         self.calls: list[tuple[str, str]] = []
         self.reopened: list[str] = []  # ids of answers reopened, in order
@@ -249,6 +253,7 @@ class FakeDb:
                     return parent
                 user = self._new_message(chat, "user", body["content"], "complete", parent)
                 answer = self._new_message(chat, "assistant", "", "pending", user["id"])
+                self._lease(answer, body)
                 return httpx.Response(
                     201, json={"user": self._out(user), "assistant": self._out(answer)}
                 )
@@ -278,6 +283,7 @@ class FakeDb:
                 if isinstance(parent, httpx.Response):
                     return parent
                 msg = self._new_message(chat, body["role"], body.get("content", ""), status, parent)
+                self._lease(msg, body)
                 return httpx.Response(201, json=self._out(msg))
         if parts[0] == "messages" and len(parts) >= 2:
             found_msg = self._message_of(owner, parts[1])
@@ -298,12 +304,19 @@ class FakeDb:
                     error=None,
                     reason=None,
                     finish_reason=None,
+                    stop_requested=False,
+                    lease_owner=None,
+                    lease_until=None,
                 )
+                self._lease(msg, body)
                 self.reopened.append(msg["id"])
                 return httpx.Response(200, json=self._out(msg))
             if parts[2:] == ["expire"] and method == "POST":
                 if msg["status"] not in RUNNING:
                     return self._conflict(msg, "not running")
+                if self.lease_live(msg) and msg["lease_owner"] != body.get("lease_owner"):
+                    held = f"a live generation holds its lease ({msg['lease_owner']})"
+                    return self._conflict(msg, held)
                 msg.update(
                     status="interrupted",
                     reason=body["reason"],
@@ -353,9 +366,15 @@ class FakeDb:
         if msg["status"] in FINAL and body.get("status") in RUNNING:
             self.refused.append((msg["id"], dict(body, revision=revision)))
             return self._conflict(msg, "a final answer cannot run again")
-        self.patches.append((msg["id"], dict(body, revision=revision)))
-        msg.update(body)
-        msg["revision"] = revision if revision is not None else msg["revision"] + 1
+        control = revision is None and set(body) <= CONTROL_FIELDS
+        written = self.control if control else self.patches
+        written.append((msg["id"], dict(body, revision=revision)))
+        self._lease(msg, body)
+        msg.update({k: v for k, v in body.items() if k not in ("lease_owner", "lease_s")})
+        if revision is not None:
+            msg["revision"] = revision
+        elif not control:
+            msg["revision"] += 1
         msg["updated_at"] = self._now()
         return httpx.Response(200, json=self._out(msg))
 
@@ -411,6 +430,28 @@ class FakeDb:
             del self.presets[found["id"]]
             return httpx.Response(204)
         return httpx.Response(405, json={"detail": "not allowed"})
+
+    @staticmethod
+    def _lease(msg: dict[str, Any], body: dict[str, Any]) -> None:
+        """lease_owner and lease_s of a write, as db_api stores them (lease_until on the
+        real clock: chat_ui judges leases by it)."""
+        if "lease_owner" in body:
+            msg["lease_owner"] = body["lease_owner"]
+        if "lease_s" in body:
+            seconds = body["lease_s"]
+            until = None if seconds is None else datetime.now(UTC) + timedelta(seconds=seconds)
+            msg["lease_until"] = None if until is None else until.isoformat()
+
+    @staticmethod
+    def lease_live(msg: dict[str, Any]) -> bool:
+        until = msg.get("lease_until")
+        return until is not None and datetime.fromisoformat(until) > datetime.now(UTC)
+
+    def lapse(self, message_id: str) -> None:
+        """The lease of this answer ran out (its replica died long enough ago)."""
+        self.messages[message_id]["lease_until"] = (
+            datetime.now(UTC) - timedelta(seconds=1)
+        ).isoformat()
 
     def _sessions(self, owner: str, method: str, parts: list[str]) -> httpx.Response:
         if parts == ["sessions"] and method == "POST":

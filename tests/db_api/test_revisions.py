@@ -309,6 +309,26 @@ def test_a_turn_can_be_leased_from_the_start(client: TestClient) -> None:
     assert _expire(client, answer["id"]).status_code == 200
 
 
+def test_a_restarted_replica_may_expire_what_it_held_itself(client: TestClient) -> None:
+    """The caller's own name (it restarted: the generation that held the lease is gone)
+    lets it end the answer at once; another name still meets the live lease."""
+    chat = new_chat(client, ALICE)
+    _, answer = new_turn(client, ALICE, chat["id"], "q", lease_owner="replica-a", lease_s=60)
+    body = {"reason": "server_restarted", "lease_owner": "replica-b"}
+    other = client.post(f"/messages/{answer['id']}/expire", json=body, headers=ALICE)
+    assert other.status_code == 409 and "replica-a" in other.json()["detail"]
+    body["lease_owner"] = "replica-a"
+    own = client.post(f"/messages/{answer['id']}/expire", json=body, headers=ALICE)
+    assert own.status_code == 200, own.text
+    assert (own.json()["status"], own.json()["reason"]) == ("interrupted", "server_restarted")
+    bad = client.post(
+        f"/messages/{answer['id']}/expire",
+        json={"reason": "server_restarted", "lease_owner": ""},
+        headers=ALICE,
+    )
+    assert bad.status_code == 422
+
+
 def test_expire_refuses_what_is_not_a_running_answer(client: TestClient) -> None:
     chat = new_chat(client, ALICE)
     question = new_message(client, ALICE, chat["id"], content="q")
