@@ -86,7 +86,10 @@ class Versions(Conversation):
             raise Refused(409, "Nothing to regenerate", _why_not(answer, "regenerated"))
         if answer.parent_id is None:
             raise Refused(409, "Nothing to regenerate", "This answer has no question.")
-        fresh = await self._db.add_answer(self.owner, chat_id, answer.parent_id)
+        try:
+            fresh = await self._db.add_answer(self.owner, chat_id, answer.parent_id)
+        except DbRejected as exc:
+            raise Refused(422, "Could not regenerate", exc.detail) from exc
         return await self._answer(chat, self._before(chat, answer), [fresh])
 
     async def continue_answer(self, chat_id: UUID, message_id: UUID) -> Message:
@@ -103,6 +106,8 @@ class Versions(Conversation):
             reopened = await self._db.reopen(self.owner, message_id)
         except Stale as exc:
             raise Refused(409, BUSY_TITLE, BUSY) from exc
+        except DbRejected as exc:
+            raise Refused(422, "Could not continue", exc.detail) from exc
         chat.replace(reopened)
         self._generations.start(self.owner, chat, reopened)
         return reopened

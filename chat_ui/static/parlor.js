@@ -18,6 +18,10 @@
   document.addEventListener("keydown", function (event) {
     var box = event.target;
     if (event.key === "Escape") {
+      // Escape in a question being edited cancels the edit (as its Cancel link does).
+      var editing = box instanceof Element && box.closest(".msg-editing");
+      var cancel = editing && $(".cancel-edit", editing);
+      if (cancel) { event.preventDefault(); cancel.click(); return; }
       var drawer = $("#drawer");
       if (drawer && drawer.checked) { drawer.checked = false; drawer.focus(); }
       return;

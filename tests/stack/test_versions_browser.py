@@ -79,10 +79,17 @@ def test_tree_in_the_browser(context: Any, quick_stack: Stack) -> None:
     continued = body_length(page, first)
     shot(page, "21-tree-continued")
 
-    # Edit the question inline (no page change), answered as version 2.
+    # Edit the question inline (no page change); Escape cancels, as Cancel does.
     url = page.url
-    page.locator(".msg-user").last.get_by_role("link", name="Edit your message").click()
+    edit = page.locator(".msg-user").last.get_by_role("link", name="Edit your message")
+    edit.click()
     box = page.locator(".msg-editing textarea")
+    expect(box).to_be_focused()
+    box.press("Escape")
+    expect(page.locator(".msg-editing")).to_have_count(0)
+    expect(page.locator(".msg-user").last).to_contain_text("Tell me about rivers")
+    # Then the edit itself, answered as version 2.
+    page.locator(".msg-user").last.get_by_role("link", name="Edit your message").click()
     expect(box).to_have_value("Tell me about rivers")
     assert page.url == url
     shot(page, "22-tree-editing")
