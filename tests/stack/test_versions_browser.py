@@ -112,8 +112,11 @@ def test_tree_in_the_browser(context: Any, quick_stack: Stack) -> None:
     expect(page.locator(".msg-user .version-count")).to_have_text("1 / 2")
     expect(page.locator(".msg-user").get_by_text("Version 1 of 2")).to_have_count(1)
     shot(page, "24-tree-switched-back")
-    page.locator(".msg-user").get_by_role("button", name="Next version").click()
+    # Focus stays on the switcher (on the arrow still usable): forth again by keyboard.
+    expect(page.locator(".msg-user").get_by_role("button", name="Next version")).to_be_focused()
+    page.keyboard.press("Enter")
     expect(page.locator(".msg-user").last).to_contain_text("Tell me about stones")
+    expect(page.locator(".msg-user").get_by_role("button", name="Previous version")).to_be_focused()
     expect(page.locator(f"#msg-{second}")).to_be_visible()
 
     # Regenerate: a second version of the answer; the first stays one click away.
