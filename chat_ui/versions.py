@@ -81,7 +81,7 @@ class Versions(Conversation):
             raise SendRefused(503, STORAGE_AWAY, content) from exc
         except DbRejected as exc:
             raise SendRefused(422, exc.detail, content) from exc
-        return self._answer(chat, self._before(chat, question), [turn.user, turn.assistant])
+        return await self._answer(chat, self._before(chat, question), [turn.user, turn.assistant])
 
     async def regenerate(self, chat_id: UUID, message_id: UUID) -> Chat:
         """A new version of the answer `message_id`, being written; the chat on its branch."""
@@ -95,7 +95,7 @@ class Versions(Conversation):
             fresh = await self._db.add_answer(self.owner, chat_id, answer.parent_id)
         except DbRejected as exc:
             raise Refused(422, "Could not regenerate", exc.detail) from exc
-        return self._answer(chat, self._before(chat, answer), [fresh])
+        return await self._answer(chat, self._before(chat, answer), [fresh])
 
     async def continue_answer(self, chat_id: UUID, message_id: UUID) -> Message:
         """Reopen an answer cut at the length limit (or stopped) and go on writing it."""
@@ -135,7 +135,7 @@ class Versions(Conversation):
             raise no_such from exc
         return await self.load(chat_id)
 
-    def _answer(self, chat: Chat, kept: list[Message], added: list[Message]) -> Chat:
+    async def _answer(self, chat: Chat, kept: list[Message], added: list[Message]) -> Chat:
         """The chat on its new branch (`kept`, then `added`), its new answer started."""
         chat.messages = [*kept, *added]
         self._generations.start(self.owner, chat, added[-1])
