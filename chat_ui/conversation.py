@@ -251,7 +251,7 @@ class Conversation:
         content = self._cleaned(content)
         try:
             chat = await self.load(chat_id)
-            if chat.running:
+            if chat.running or self._generations.running_in(chat_id, self.owner):
                 raise SendRefused(
                     409,
                     "An answer is still being written: wait for it to finish, or stop it, "

@@ -195,6 +195,13 @@ class Generations:
         gen = self._known.get(message_id)
         return gen if gen is not None and gen.owner == owner else None
 
+    def running_in(self, chat_id: UUID, owner: str) -> bool:
+        """Whether this process is writing an answer of this chat, on any of its branches."""
+        return any(
+            gen.chat_id == chat_id and gen.owner == owner and not gen.finished.is_set()
+            for gen in self._known.values()
+        )
+
     def start(self, owner: str, chat: Chat, answer: Message) -> Generation:
         """Start answering `answer` from the chat's history; idempotent while running."""
         existing = self.get(answer.id, owner)

@@ -34,9 +34,14 @@ ONLY_LATEST = "Only the latest answer can be continued. Regenerate makes a new v
 class Versions(Conversation):
     """The tree operations of one owner's conversations (the routes in routes/versions.py)."""
 
+    def _busy(self, chat: Chat) -> bool:
+        # The running answer may be on a branch not shown (switched to from a search
+        # result meanwhile): this process knows what it writes.
+        return chat.running or self._generations.running_in(chat.id, self.owner)
+
     async def _idle_chat(self, chat_id: UUID) -> Chat:
         chat = await self.load(chat_id)
-        if chat.running:
+        if self._busy(chat):
             raise Refused(409, BUSY_TITLE, BUSY)
         return chat
 
@@ -69,7 +74,7 @@ class Versions(Conversation):
             question = self._shown(chat, message_id)
             if question.role != "user":
                 raise SendRefused(409, "Only your own messages can be edited.", content)
-            if chat.running:
+            if self._busy(chat):
                 raise SendRefused(409, BUSY + " Your edit is kept below.", content)
             turn = await self._db.add_turn(
                 self.owner, chat_id, content, self._claim(), parent=question.parent_id
@@ -88,7 +93,10 @@ class Versions(Conversation):
             raise Refused(409, "Nothing to regenerate", _why_not(answer, "regenerated"))
         if answer.parent_id is None:
             raise Refused(409, "Nothing to regenerate", "This answer has no question.")
-        fresh = await self._db.add_answer(self.owner, chat_id, answer.parent_id, self._claim())
+        try:
+            fresh = await self._db.add_answer(self.owner, chat_id, answer.parent_id, self._claim())
+        except DbRejected as exc:
+            raise Refused(422, "Could not regenerate", exc.detail) from exc
         return await self._answer(chat, self._before(chat, answer), [fresh])
 
     async def continue_answer(self, chat_id: UUID, message_id: UUID) -> Message:
@@ -105,6 +113,8 @@ class Versions(Conversation):
             reopened = await self._db.reopen(self.owner, message_id, self._claim())
         except Stale as exc:
             raise Refused(409, BUSY_TITLE, BUSY) from exc
+        except DbRejected as exc:
+            raise Refused(422, "Could not continue", exc.detail) from exc
         chat.replace(reopened)
         self._generations.start(self.owner, chat, reopened)
         return reopened

@@ -18,6 +18,10 @@
   document.addEventListener("keydown", function (event) {
     var box = event.target;
     if (event.key === "Escape") {
+      // Escape in a question being edited cancels the edit (as its Cancel link does).
+      var editing = box instanceof Element && box.closest(".msg-editing");
+      var cancel = editing && $(".cancel-edit", editing);
+      if (cancel) { event.preventDefault(); cancel.click(); return; }
       var drawer = $("#drawer");
       if (drawer && drawer.checked) { drawer.checked = false; drawer.focus(); }
       return;
@@ -146,6 +150,30 @@
     });
   }
   document.addEventListener("htmx:sseMessage", updateJump);
+
+  // --- Version switcher: the branch is redrawn, so focus would fall to the message box;
+  // keep it on the switcher of the message at the same place (the other arrow once this
+  // one has reached the end), so that it can be pressed again from the keyboard.
+  var switching = null;
+  document.addEventListener("click", function (event) {
+    var button = event.target instanceof Element && event.target.closest(".versions button");
+    var msg = button && button.closest("#messages > .msg");
+    if (!msg) return;
+    switching = {
+      index: Array.prototype.indexOf.call(msg.parentNode.children, msg),
+      next: button.classList.contains("version-next")
+    };
+  });
+  document.addEventListener("htmx:afterSettle", function () {
+    var was = switching, messages = $("#messages");
+    switching = null;
+    var msg = was && messages && messages.children[was.index];
+    if (!msg) return;
+    var mine = $(was.next ? ".version-next" : ".version-prev", msg);
+    var other = $(was.next ? ".version-prev" : ".version-next", msg);
+    var target = mine && !mine.disabled ? mine : other;
+    if (target && !target.disabled) target.focus({ preventScroll: true });
+  });
 
   function start() {
     enhance(document);

@@ -317,6 +317,28 @@ def test_nothing_starts_while_an_answer_is_written(
     fake_lm.release()
 
 
+def test_an_answer_written_on_a_branch_not_shown_still_holds_the_chat(
+    ada: Browser, fake_db: FakeDb, fake_lm: FakeLm
+) -> None:
+    chat = ada.new_chat()
+    q1, a1 = answered(ada, chat, "First")
+    fake_lm.hold_after = 1
+    assert ada.post(f"/chats/{chat}/messages/{a1}/regenerate").status_code == 303
+    assert fake_lm.held.wait(timeout=10)
+    running = latest(fake_db)
+    # Another way to switch (a search result opened) shows version 1 meanwhile.
+    fake_db.chats[chat]["current_leaf_id"] = a1
+    assert message_ids(shown(ada, chat)) == [a1]
+    resp = ada.post(f"/chats/{chat}/messages/{q1}/edit", {"content": "Edited meanwhile"})
+    assert resp.status_code == 409 and "Edited meanwhile" in resp.text
+    assert ada.post(f"/chats/{chat}/messages/{a1}/regenerate").status_code == 409
+    resp = ada.send(chat, "Sent meanwhile")
+    assert resp.status_code == 409 and "Sent meanwhile" in resp.text
+    assert fake_db.messages[running]["status"] in ("pending", "streaming")
+    assert len(fake_db.messages) == 3
+    fake_lm.release()
+
+
 def latest(fake_db: FakeDb) -> str:
     return str(max(fake_db.messages.values(), key=lambda m: m["created_at"])["id"])
 

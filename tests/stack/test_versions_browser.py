@@ -79,10 +79,17 @@ def test_tree_in_the_browser(context: Any, quick_stack: Stack) -> None:
     continued = body_length(page, first)
     shot(page, "21-tree-continued")
 
-    # Edit the question inline (no page change), answered as version 2.
+    # Edit the question inline (no page change); Escape cancels, as Cancel does.
     url = page.url
-    page.locator(".msg-user").last.get_by_role("link", name="Edit your message").click()
+    edit = page.locator(".msg-user").last.get_by_role("link", name="Edit your message")
+    edit.click()
     box = page.locator(".msg-editing textarea")
+    expect(box).to_be_focused()
+    box.press("Escape")
+    expect(page.locator(".msg-editing")).to_have_count(0)
+    expect(page.locator(".msg-user").last).to_contain_text("Tell me about rivers")
+    # Then the edit itself, answered as version 2.
+    page.locator(".msg-user").last.get_by_role("link", name="Edit your message").click()
     expect(box).to_have_value("Tell me about rivers")
     assert page.url == url
     shot(page, "22-tree-editing")
@@ -105,8 +112,11 @@ def test_tree_in_the_browser(context: Any, quick_stack: Stack) -> None:
     expect(page.locator(".msg-user .version-count")).to_have_text("1 / 2")
     expect(page.locator(".msg-user").get_by_text("Version 1 of 2")).to_have_count(1)
     shot(page, "24-tree-switched-back")
-    page.locator(".msg-user").get_by_role("button", name="Next version").click()
+    # Focus stays on the switcher (on the arrow still usable): forth again by keyboard.
+    expect(page.locator(".msg-user").get_by_role("button", name="Next version")).to_be_focused()
+    page.keyboard.press("Enter")
     expect(page.locator(".msg-user").last).to_contain_text("Tell me about stones")
+    expect(page.locator(".msg-user").get_by_role("button", name="Previous version")).to_be_focused()
     expect(page.locator(f"#msg-{second}")).to_be_visible()
 
     # Regenerate: a second version of the answer; the first stays one click away.
