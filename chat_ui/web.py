@@ -123,8 +123,9 @@ async def chat_page(
         "composer_text": composer_text,
         "composer_error": composer_error,
         "panel": panel,
-        # A new chat can start from a role.
+        # A new chat can start from a role, or with a model picked beside its first message.
         "roles": None if chat is not None else await roles_if_reachable(state.db, conv.owner),
+        "new_chat_models": None if chat is not None else await state.lm.list_models(),
     }
     return page(request, "chats.html", ctx, status=status)
 

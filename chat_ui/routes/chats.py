@@ -20,14 +20,22 @@ async def chats_index(request: Request, conv: deps.Conversation) -> Response:
 
 
 @router.post("/chats")
-async def new_chat(request: Request, form: deps.CheckedForm, conv: deps.Conversation) -> Response:
+async def new_chat(
+    request: Request,
+    form: deps.CheckedForm,
+    conv: deps.Conversation,
+    chat_settings: deps.ChatSettings,
+) -> Response:
     """A new chat with its first message (the page's composer), so no empty chat is left
-    behind; without a `content` field (an API client), an empty chat."""
+    behind, and the model picked beside it; without a `content` field (an API client),
+    an empty chat."""
     if "content" not in form:
         chat = await conv.new_chat()
         return redirect(request, f"/chats/{chat.id}")
     try:
-        sent = await conv.start_chat(form_text(form, "content"))
+        content = form_text(form, "content")
+        model = await chat_settings.first_model(content, form_text(form, "model"))
+        sent = await conv.start_chat(content, model)
     except SendRefused as refused:
         return composer_failure(request, None, refused)
     if is_htmx(request):
