@@ -18,6 +18,7 @@ from uuid import UUID
 from chat_ui.clients import DbApi, DbRejected, DbUnavailable, LmApi, NotFound
 from chat_ui.config import Settings
 from chat_ui.contracts import Chat, ChatParams, ChatPatch, ChatSummary, Preset
+from chat_ui.conversation import SendRefused
 from chat_ui.sampling import SamplingForm
 
 MODEL_SERVER_AWAY = (
@@ -135,6 +136,15 @@ class ChatSettings:
             raise SettingsRefused(status, errors, view)
         params = sampling.apply_to(chat.params).stored()
         return await self._update(chat.id, ChatPatch(model=chosen, params=params))
+
+    async def first_model(self, typed: str, name: str) -> ChatPatch | None:
+        """A new chat's model as picked beside its first message (None: the default);
+        SendRefused, the `typed` message kept, when the server does not list it."""
+        try:
+            chosen = await self.checked_model(name)
+        except ModelRefused as exc:
+            raise SendRefused(exc.status, exc.message, typed) from exc
+        return ChatPatch(model=chosen) if chosen else None
 
     async def set_model(self, chat_id: UUID, name: str) -> ChatSummary:
         """Make `name` the chat's model ("" : the server's default); ModelRefused when

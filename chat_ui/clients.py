@@ -9,8 +9,10 @@ answer ends in error, with a readable message and a reason code).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
@@ -372,6 +374,9 @@ def _lm_error(resp_status: int, body: bytes) -> LmError:
 MODEL_INFO_TTL_S = 60.0
 # The model picker's list: short, so a model copied into lm_api's directory shows soon.
 MODEL_LIST_TTL_S = 10.0
+# ...and after the server could not list its models, how long pages go without the list.
+MODEL_LIST_RETRY_S = 5.0
+MODEL_LIST_TIMEOUT_S = 3.0
 # How long to believe a server has no /tokenize before asking again.
 NO_TOKENIZER_TTL_S = 300.0
 TOKEN_COUNT_CACHE = 4096
@@ -389,7 +394,8 @@ class LmApi:
         self._model: ModelInfo | None = None
         self._model_at = 0.0
         self._model_list: list[str] | None = None
-        self._listed_at = 0.0
+        self._listed_at = -math.inf  # never asked yet
+        self._listing = asyncio.Lock()
         # POST /tokenize lives at the server's root, beside /v1 (as llama-server has it).
         root = str(client.base_url).rstrip("/").removesuffix("/v1")
         self._tokenize_url = f"{root}/tokenize"
@@ -408,22 +414,28 @@ class LmApi:
     async def list_models(self) -> list[str] | None:
         """The ids the model server lists (GET /v1/models), or None when it cannot be
         asked right now. Kept for MODEL_LIST_TTL_S: every chat page shows the list."""
-        if self._model_list is not None and time.monotonic() - self._listed_at < MODEL_LIST_TTL_S:
-            return self._model_list
-        try:
-            resp = await self._client.get("models", timeout=5.0)
-            data = resp.json().get("data", []) if resp.status_code == 200 else None
-        except (httpx.HTTPError, ValueError, AttributeError):
-            return None
-        if not isinstance(data, list):
-            return None
-        ids = [str(m["id"]) for m in data if isinstance(m, dict) and m.get("id")]
-        self._model_list, self._listed_at = ids, time.monotonic()
-        return ids
+        async with self._listing:  # one request at a time; the others get its answer
+            now = time.monotonic()
+            fresh_s = MODEL_LIST_TTL_S if self._model_list is not None else MODEL_LIST_RETRY_S
+            if now - self._listed_at < fresh_s:
+                return self._model_list
+            try:
+                resp = await self._client.get("models", timeout=MODEL_LIST_TIMEOUT_S)
+                data = resp.json().get("data", []) if resp.status_code == 200 else None
+            except (httpx.HTTPError, ValueError, AttributeError):
+                data = None
+            self._listed_at = time.monotonic()
+            if not isinstance(data, list):
+                # Pages go on without the list; a server away is not asked at every page.
+                self._model_list = None
+                return None
+            ids = [str(m["id"]) for m in data if isinstance(m, dict) and m.get("id")]
+            self._model_list = ids
+            return ids
 
     def forget_models(self) -> None:
         """Ask the server again next time (a name not in the kept list may be new)."""
-        self._model_list = None
+        self._model_list, self._listed_at = None, -math.inf
 
     async def model_info(self, wanted: str = "", chat_id: UUID | None = None) -> ModelInfo | None:
         """The model to use and its context size, cached once lm_api has answered."""

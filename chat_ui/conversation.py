@@ -111,8 +111,8 @@ class Conversation:
         except DbUnavailable:
             return None
 
-    async def new_chat(self) -> ChatSummary:
-        return await self._db.create_chat(self.owner)
+    async def new_chat(self, settings: ChatPatch | None = None) -> ChatSummary:
+        return await self._db.create_chat(self.owner, settings)
 
     async def load(self, chat_id: UUID) -> Chat:
         """The chat with its messages, answers that nothing will finish marked so."""
@@ -229,11 +229,12 @@ class Conversation:
             )
         return content
 
-    async def start_chat(self, content: str) -> Sent:
-        """A new chat with its first message (so no empty chat is left behind)."""
+    async def start_chat(self, content: str, settings: ChatPatch | None = None) -> Sent:
+        """A new chat (with `settings`, e.g. its model) and its first message (so no
+        empty chat is left behind)."""
         content = self._cleaned(content)
         try:
-            chat = await self.new_chat()
+            chat = await self.new_chat(settings)
         except DbUnavailable as exc:
             raise SendRefused(503, STORAGE_AWAY, content) from exc
         try:

@@ -131,10 +131,11 @@ async def chat_page(
         "composer_text": composer_text,
         "composer_error": composer_error,
         "panel": panel,
-        # A new chat can start from a role.
+        # A new chat can start from a role, or with a model picked beside its first message.
         "roles": None if chat is not None else await roles_if_reachable(state.db, conv.owner),
         # A slash command's answer (chat_ui.commands.Note), shown above the message box.
         "command_note": command_note,
+        "new_chat_models": None if chat is not None else await state.lm.list_models(),
     }
     return page(request, "chats.html", ctx, status=status)
 

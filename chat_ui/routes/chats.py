@@ -27,10 +27,11 @@ async def new_chat(
     form: deps.CheckedForm,
     conv: deps.Conversation,
     commands_ctx: deps.CommandContext,
+    chat_settings: deps.ChatSettings,
 ) -> Response:
     """A new chat with its first message (the page's composer), so no empty chat is left
-    behind; without a `content` field (an API client), an empty chat. A slash command
-    typed there is answered instead (no chat made)."""
+    behind, and the model picked beside it; without a `content` field (an API client),
+    an empty chat. A slash command typed there is answered instead (no chat made)."""
     if "content" not in form:
         chat = await conv.new_chat()
         return redirect(request, f"/chats/{chat.id}")
@@ -38,7 +39,9 @@ async def new_chat(
     if command is not None:
         return command
     try:
-        sent = await conv.start_chat(form_text(form, "content"))
+        content = form_text(form, "content")
+        model = await chat_settings.first_model(content, form_text(form, "model"))
+        sent = await conv.start_chat(content, model)
     except SendRefused as refused:
         return composer_failure(request, None, refused)
     if is_htmx(request):

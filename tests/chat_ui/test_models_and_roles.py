@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.chat_ui.conftest import Browser, eventually, message_ids
+from tests.chat_ui.conftest import Browser, LiveServer, eventually, message_ids
 from tests.chat_ui.fakes import FakeDb, FakeLm
 
 BIG = "big-careful-model"
@@ -156,9 +156,10 @@ def test_a_model_cannot_be_checked_while_the_server_is_away_but_the_current_one_
 
 
 def test_the_page_says_when_the_model_list_cannot_be_had(
-    ada: Browser, fake_db: FakeDb, fake_lm: FakeLm
+    ada: Browser, fake_db: FakeDb, fake_lm: FakeLm, ui: LiveServer
 ) -> None:
     fake_lm.down = True
+    ui.app.state.lm.forget_models()  # the list the login's page kept
     chat = ada.new_chat()
     fake_db.chats[chat]["model"] = "kept-model"
     page = ada.get(f"/chats/{chat}").text
@@ -385,3 +386,26 @@ def test_the_domain_operations_other_parts_call(fake_db: FakeDb, fake_lm: FakeLm
             assert (reset.model, reset.system_prompt) == (None, None)
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("htmx", [False, True])
+def test_a_new_chat_starts_with_the_model_picked_beside_its_first_message(
+    ada: Browser, fake_db: FakeDb, fake_lm: FakeLm, htmx: bool
+) -> None:
+    page = ada.get("/chats").text
+    assert 'name="model" form="composer"' in page and f'<option value="{BIG}">' in page
+    resp = ada.post("/chats", {"content": "Hello", "model": BIG}, htmx=htmx)
+    assert resp.status_code in (204, 303), resp.text
+    (chat,) = fake_db.chats.values()
+    assert chat["model"] == BIG
+    eventually(lambda: bool(fake_lm.requests))
+    assert fake_lm.requests[0]["model"] == BIG
+
+
+def test_a_new_chat_with_an_unknown_model_is_refused_with_the_text_kept(
+    ada: Browser, fake_db: FakeDb
+) -> None:
+    resp = ada.post("/chats", {"content": "My long question", "model": "nope"})
+    assert resp.status_code == 422
+    assert "My long question" in resp.text and "no model named" in html.unescape(resp.text)
+    assert fake_db.chats == {}

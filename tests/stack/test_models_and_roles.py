@@ -6,6 +6,7 @@ they set, per model); what the answer recorded from its stats line."""
 
 from __future__ import annotations
 
+import contextlib
 import html
 import re
 import shutil
@@ -21,7 +22,7 @@ from parlor.paths import SHARED
 from parlor.stack import Stack
 from tests.stack.conftest import QUICK_TOKENS, stack_on
 from tests.stack.visitor import Visitor
-from tests.support import REPO
+from tests.support import REPO, fresh_postgres_database, postgres_server_url
 
 STORIES = SHARED / "models" / "stories260K.gguf"
 SHOTS = REPO / "test-artifacts" / "screenshots"
@@ -33,9 +34,8 @@ def shot(page: Any, name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def models_stack(tmp_path_factory: pytest.TempPathFactory, toy_model: Path) -> Iterator[Stack]:
-    """lm_api on a directory of models: alpha (the default), beta (other weights) and
-    stories260K when present; one loaded at a time, so a switch swaps them."""
+def models_dir(tmp_path_factory: pytest.TempPathFactory, toy_model: Path) -> Path:
+    """alpha (the default), beta (other weights) and stories260K when present."""
     from parlor.synth import write_gguf
 
     models = tmp_path_factory.mktemp("several-models")
@@ -43,10 +43,15 @@ def models_stack(tmp_path_factory: pytest.TempPathFactory, toy_model: Path) -> I
     write_gguf(models / "beta.gguf", preset="toy", seed=1)
     if STORIES.is_file():
         shutil.copy(STORIES, models / "stories260K.gguf")
-    work = tmp_path_factory.mktemp("models-stack")
+    return models
+
+
+@contextlib.contextmanager
+def several_models(work: Path, database_url: str, models: Path) -> Iterator[Stack]:
+    """lm_api on the models directory, one model loaded at a time (a switch swaps them)."""
     with stack_on(
         work,
-        f"sqlite:///{work / 'parlor.db'}",
+        database_url,
         models / "alpha.gguf",
         QUICK_TOKENS,
         lm_env={"LM_API_MAX_LOADED": "1", "LM_API_N_CTX": "512"},
@@ -54,10 +59,46 @@ def models_stack(tmp_path_factory: pytest.TempPathFactory, toy_model: Path) -> I
         yield stack
 
 
+@pytest.fixture(scope="module")
+def models_stack(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Stack]:
+    work = tmp_path_factory.mktemp("models-stack")
+    with several_models(work, f"sqlite:///{work / 'parlor.db'}", models_dir) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def pg_models_stack(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Stack]:
+    server = postgres_server_url()
+    if server is None:
+        pytest.skip("TEST_DATABASE_URL is not set: no PostgreSQL to run the stack on")
+    work = tmp_path_factory.mktemp("models-pg-stack")
+    with fresh_postgres_database(server) as url, several_models(work, url, models_dir) as stack:
+        yield stack
+
+
+@pytest.fixture(params=["models_stack", "pg_models_stack"])
+def any_stack(request: pytest.FixtureRequest) -> Stack:
+    """The stack on SQLite, then on PostgreSQL (skipped without TEST_DATABASE_URL)."""
+    value: Stack = request.getfixturevalue(request.param)
+    return value
+
+
+def person(stack: Stack) -> Visitor:
+    v = Visitor(stack.url)
+    v.login(f"person-{uuid.uuid4().hex[:8]}")
+    return v
+
+
 @pytest.fixture
 def visitor(models_stack: Stack) -> Iterator[Visitor]:
-    v = Visitor(models_stack.url)
-    v.login(f"picker-{uuid.uuid4().hex[:8]}")
+    v = person(models_stack)
+    yield v
+    v.close()
+
+
+@pytest.fixture
+def any_visitor(any_stack: Stack) -> Iterator[Visitor]:
+    v = person(any_stack)
     yield v
     v.close()
 
@@ -147,7 +188,10 @@ def test_stories260k_answers_when_chosen(models_stack: Stack, visitor: Visitor) 
         {"temperature": "hot"},
     ],
 )
-def test_bad_settings_are_a_4xx_and_change_nothing(visitor: Visitor, bad: dict[str, str]) -> None:
+def test_bad_settings_are_a_4xx_and_change_nothing(
+    any_visitor: Visitor, bad: dict[str, str]
+) -> None:
+    visitor = any_visitor
     chat = visitor.new_chat()
     visitor.get_page(f"/chats/{chat}")
     good = {"model": "beta", "temperature": "0.4", "top_p": "", "max_tokens": "9"}
@@ -171,7 +215,8 @@ def role_id(v: Visitor, name: str) -> str:
     return found.group(1)
 
 
-def test_roles_created_applied_and_edited(models_stack: Stack, visitor: Visitor) -> None:
+def test_roles_created_applied_and_edited(any_stack: Stack, any_visitor: Visitor) -> None:
+    models_stack, visitor = any_stack, any_visitor
     visitor.get_page("/roles")
     made = visitor.post_form(
         "/roles", name="Terse", system_prompt="Answer briefly.", model="beta", temperature="0.2"
@@ -205,8 +250,9 @@ def test_roles_created_applied_and_edited(models_stack: Stack, visitor: Visitor)
 
 
 def test_bad_roles_are_refused_and_another_persons_role_is_a_404(
-    models_stack: Stack, visitor: Visitor
+    any_stack: Stack, any_visitor: Visitor
 ) -> None:
+    models_stack, visitor = any_stack, any_visitor
     visitor.get_page("/roles")
     assert visitor.post_form("/roles", name="Mine").status_code == 303
     duplicate = visitor.post_form("/roles", name="Mine", system_prompt="typed text")
