@@ -139,7 +139,7 @@ def test_part4_pairs_each_page_with_a_static_file_of_its_size(
     assert set(_column(table, "errors")) == {"0"}
     # Issue 14's ratios, each with its verdict.
     ratios = _part(out, 4)["tables"][1]
-    assert len(ratios["rows"]) == 4
+    assert len(ratios["rows"]) == 4  # 10 vs 4 messages; each page vs its static file
     assert all(row[3] in ("MET", "NOT MET") for row in ratios["rows"])
 
 
