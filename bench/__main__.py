@@ -116,7 +116,7 @@ def make_config(args: argparse.Namespace) -> Config:
         concurrency=[1, 2] if quick else [1, 2, 4, 8],
         turns=3 if quick else 20,
         turn_marks=[1, 2, 3] if quick else [1, 10, 20],
-        page_messages=[4, 10] if quick else [20, 500],
+        page_messages=[4, 10] if quick else [20, 50, 500],
         sidebar_chats=5 if quick else 2000,
         connections=4 if quick else 32,
         duration_s=1 if quick else 10,

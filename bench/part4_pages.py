@@ -62,28 +62,40 @@ def _seed_chats(stack: Stack, owner: str, count: int) -> None:
 
 
 def _ratios(
-    data: dict[str, dict[str, float | int | str]], short: str, long: str, sidebar: str
+    data: dict[str, dict[str, float | int | str]], chats: list[str], sidebar: str
 ) -> tuple[Table, dict[str, float], list[str]]:
-    """Issue 14's ratios from the rows measured: the table, the figures, the verdicts."""
-    table = Table("Ratios (issue 14's targets)", ["ratio", "value", "target", "verdict"])
+    """Issue 14's ratios from the rows measured (`chats`: the chat pages, shortest
+    first): the table, the figures, the verdicts. The longest chat's requests/s is set
+    against each shorter one's: the shortest is the target's; one of a window's length
+    or more shows whether the cost stays flat beyond the window."""
+    long = chats[-1]
+    table = Table(
+        "Ratios (issue 14's targets)",
+        ["ratio", "value", "fastest samples' ratio", "target", "verdict"],
+    )
     figures: dict[str, float] = {}
     lines: list[str] = []
 
-    def add(name: str, value: float, target: str, met: bool) -> None:
+    def add(name: str, value: float, target: str, met: bool, fastest: float) -> None:
         figures[name] = value
-        table.add(name, f"{value:.2f}x", target, verdict(met, value))
+        table.add(name, f"{value:.2f}x", f"{fastest:.2f}x", target, verdict(met, value))
         lines.append(f"{name}: {value:.2f}x (target {target}) — {verdict(met, value)}.")
 
-    rps = float(data[long]["rps"]) / float(data[short]["rps"])
-    add(f"{long} ÷ {short}, requests/s", rps, f"≥ {MIN_LONG_SHORT_RPS}x", rps >= MIN_LONG_SHORT_RPS)
-    for label in (short, long, sidebar):
+    for other in chats[:-1]:
+        rps = float(data[long]["rps"]) / float(data[other]["rps"])
+        best = float(data[long]["rps_max"]) / float(data[other]["rps_max"])
+        met = rps >= MIN_LONG_SHORT_RPS
+        add(f"{long} ÷ {other}, requests/s", rps, f"≥ {MIN_LONG_SHORT_RPS}x", met, best)
+    for label in (*chats, sidebar):
         static = data[f"static file, same size ({label})"]
         alone = float(data[label]["alone_ms"]) / float(static["alone_ms"])
+        best = float(data[label]["alone_min_ms"]) / float(static["alone_min_ms"])
         add(
             f"{label} ÷ static file, alone",
             alone,
             f"≤ {MAX_PAGE_STATIC:g}x",
             alone <= MAX_PAGE_STATIC,
+            best,
         )
     return table, figures, lines
 
@@ -149,9 +161,9 @@ def run(ctx: Context) -> PartResult:
         for person in people:
             person.close()
 
-    short = f"chat page, {min(cfg.page_messages)} messages"
     big = f"chat page, {max(cfg.page_messages)} messages"
-    ratios, figures, verdicts = _ratios(data, short, big, targets[-1][0])
+    chats = [f"chat page, {n} messages" for n in sorted(cfg.page_messages)]
+    ratios, figures, verdicts = _ratios(data, chats, targets[-1][0])
     result.tables.append(ratios)
     result.data["ratios"] = figures
     p99 = float(data[big]["p99_ms"])
@@ -164,6 +176,10 @@ def run(ctx: Context) -> PartResult:
         "same whatever the chat's length: a db_api round trip for that window and one for "
         "the sidebar (its newest 50 chats), and finished answers' HTML comes from the "
         "render cache after the first view (chat_ui.render_cache).",
+        "The ratios judge medians; 'fastest samples' ratio' sets the fastest request alone "
+        "(and the best run's requests/s) against each other: on a machine shared with other "
+        "work the medians carry its load, the fastest samples are closest to each page's own "
+        "cost.",
         "'One request alone' is the page's own cost (median of sequential requests); under "
         f"{cfg.connections} connections a page waits behind the others, so p50 is about "
         "connections / requests-per-second. Percentiles cover the requests that completed "
@@ -197,6 +213,8 @@ def _add_row(
     )
     return {
         "alone_ms": alone.median,
+        "alone_min_ms": alone.min,
+        "rps_max": rps.max,
         "bytes": size,
         "rps": rps.median,
         "p50_ms": p50.median,

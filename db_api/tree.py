@@ -37,31 +37,57 @@ class Versions:
         return self.ids.index(message_id) + 1
 
 
+def _path_up_query() -> sa.Select[tuple[Message]]:
+    start = (
+        sa.select(_messages.c.id, _messages.c.parent_id, sa.literal(0, sa.Integer).label("depth"))
+        .where(_messages.c.id == sa.bindparam("start_id"))
+        .cte("path", recursive=True)
+    )
+    above = _messages.alias("above")
+    path = start.union_all(
+        sa.select(above.c.id, above.c.parent_id, start.c.depth + 1).where(
+            above.c.id == start.c.parent_id, start.c.depth < sa.bindparam("depth_bound")
+        )
+    )
+    return (
+        sa.select(Message)
+        .join(path, Message.id == path.c.id)
+        .order_by(path.c.depth.desc())
+        .execution_options(populate_existing=True)
+    )
+
+
+def _ids_below_query() -> sa.Select[tuple[uuid.UUID]]:
+    start = (
+        sa.select(_messages.c.id, _messages.c.parent_id, sa.literal(0, sa.Integer).label("depth"))
+        .where(_messages.c.id == sa.bindparam("leaf_id"))
+        .cte("below", recursive=True)
+    )
+    above = _messages.alias("above")
+    walk = start.union_all(
+        sa.select(above.c.id, above.c.parent_id, start.c.depth + 1).where(
+            above.c.id == start.c.parent_id,
+            start.c.id != sa.bindparam("message_id"),
+            start.c.depth < MAX_DEPTH,
+        )
+    )
+    return sa.select(walk.c.id).order_by(walk.c.depth.desc())
+
+
+# Built once: constructing these recursive statements (an alias, a CTE's columns) cost
+# more than running them, on every page of a chat.
+_PATH_UP = _path_up_query()
+_IDS_BELOW = _ids_below_query()
+
+
 def path_up(
     session: Session, start_id: uuid.UUID, *, limit: int | None = None
 ) -> tuple[list[Message], bool]:
     """The path from a first turn down to `start_id`, oldest first. With `limit`: only the
     last `limit` messages of it, and whether more lie above them."""
     depth_bound = MAX_DEPTH if limit is None else limit
-    start = (
-        sa.select(_messages.c.id, _messages.c.parent_id, sa.literal(0, sa.Integer).label("depth"))
-        .where(_messages.c.id == start_id)
-        .cte("path", recursive=True)
-    )
-    above = _messages.alias("above")
-    path = start.union_all(
-        sa.select(above.c.id, above.c.parent_id, start.c.depth + 1).where(
-            above.c.id == start.c.parent_id, start.c.depth < depth_bound
-        )
-    )
-    rows = list(
-        session.scalars(
-            sa.select(Message)
-            .join(path, Message.id == path.c.id)
-            .order_by(path.c.depth.desc())
-            .execution_options(populate_existing=True)
-        )
-    )
+    params = {"start_id": start_id, "depth_bound": depth_bound}
+    rows = list(session.scalars(_PATH_UP, params))
     has_earlier = limit is not None and len(rows) > limit
     if has_earlier:
         rows = rows[1:]
@@ -75,20 +101,7 @@ def ids_below(
     (empty when it is the leaf), or None when `message_id` is not on that path. Walked
     upward from the leaf by primary key (ids only), stopping at `message_id`: the cost
     grows with how far the message lies above the leaf, never with the chat's size."""
-    start = (
-        sa.select(_messages.c.id, _messages.c.parent_id, sa.literal(0, sa.Integer).label("depth"))
-        .where(_messages.c.id == leaf_id)
-        .cte("below", recursive=True)
-    )
-    above = _messages.alias("above")
-    walk = start.union_all(
-        sa.select(above.c.id, above.c.parent_id, start.c.depth + 1).where(
-            above.c.id == start.c.parent_id,
-            start.c.id != message_id,
-            start.c.depth < MAX_DEPTH,
-        )
-    )
-    ids = list(session.scalars(sa.select(walk.c.id).order_by(walk.c.depth.desc())))
+    ids = list(session.scalars(_IDS_BELOW, {"leaf_id": leaf_id, "message_id": message_id}))
     if not ids or ids[0] != message_id:
         return None
     return ids[1:]

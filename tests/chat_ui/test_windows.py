@@ -14,7 +14,7 @@ import pytest
 from chat_ui import chat_list, render_cache
 from chat_ui.window import WINDOW
 from tests.chat_ui.conftest import Browser
-from tests.chat_ui.fakes import FakeDb
+from tests.chat_ui.fakes import FakeDb, FakeLm
 
 ARTICLE = re.compile(r'<article id="msg-([0-9a-f-]{36})"')
 
@@ -188,3 +188,36 @@ def test_few_chats_need_no_link_to_all(browser: Browser) -> None:
     browser.login("ada")
     browser.new_chat()
     assert "/all-chats" not in browser.get("/chats").text
+
+
+def test_a_long_chat_streams_its_answer_in_its_latest_window(
+    browser: Browser, long_chat: tuple[str, list[str]], fake_lm: FakeLm
+) -> None:
+    """The page streamed without JavaScript and a reload mid-answer show the latest
+    window with the running answer at its end; its stream re-attaches as before."""
+    chat_id, ids = long_chat
+    fake_lm.tokens = ["Part one.\n\n", "Part two."]
+    fake_lm.hold_after = 1
+    assert browser.send(chat_id, "One more?").status_code == 303
+    assert fake_lm.held.wait(timeout=10)
+    with browser.client.stream("GET", f"/chats/{chat_id}/live") as live:
+        assert live.status_code == 200
+        received = ""
+        chunks = live.iter_text()
+        while 'id="composer-input"' not in received or "Part one." not in received:
+            received += next(chunks)
+        # The window: the 48 latest stored messages and the question (the answer is
+        # written below them, in its live slot).
+        assert shown(received)[:-1] == ids[-(WINDOW - 2) :] and len(shown(received)) == 49
+        assert 'id="live-' in received
+        assert "Show earlier messages" in received
+        reload = browser.get(f"/chats/{chat_id}")
+        window = shown(reload.text)
+        assert len(window) == WINDOW and window[:-2] == ids[-(WINDOW - 2) :]
+        answer = window[-1]
+        assert f"/chats/{chat_id}/messages/{answer}/stream" in reload.text
+        fake_lm.release()
+        received += "".join(chunks)
+    assert received.rstrip().endswith("</html>")
+    _, done = browser.follow(chat_id, answer)
+    assert done.event == "done" and "Part two." in done.data
