@@ -403,6 +403,34 @@ def test_plan_mode_plans_then_answers_with_the_plan(
     assert fake_db.messages[answer]["content"] == "Hello, world!"
 
 
+def test_plan_mode_without_javascript_shows_the_plan_as_it_is_written(
+    ada: Browser, fake_lm: FakeLm
+) -> None:
+    chat = ada.new_chat()
+    ada.send(chat, "/plan on")
+    fake_lm.hold_after = 2
+    assert ada.send(chat, "q").headers["location"] == f"/chats/{chat}/live"
+    assert fake_lm.held.wait(10)
+    with ada.client.stream("GET", f"/chats/{chat}/live") as page:
+        assert page.status_code == 200
+        received = ""
+        chunks = page.iter_text()
+        while "Hello, " not in received:
+            received += next(chunks)
+        # The plan so far, open, before any answer text.
+        assert '<details class="msg-plan" open><summary>Plan</summary>' in received
+        fake_lm.release()
+        received += "".join(chunks)
+    (answer,) = message_ids(received)
+    live = received[received.index(f'<article id="live-{answer}"') :]
+    live = live[: live.index(f'<article id="msg-{answer}"')]
+    plan = re.search(r'<div class="plan-body">(.*?)</div></details><div class="md-tail">', live)
+    assert plan and plan.group(1) == "Hello, world!"
+    assert "Hello, world!" in live[plan.end() :]  # then the answer
+    final = received[received.index(f'<article id="msg-{answer}"') :]
+    assert 'data-status="complete"' in final and '<details class="msg-plan">' in final
+
+
 def test_plan_mode_uses_the_planner_model(ada: Browser, fake_lm: FakeLm, fake_db: FakeDb) -> None:
     chat = ada.new_chat()
     fake_db.chats[chat]["params"] = {"plan_mode": True, "planner_model": "planner"}
