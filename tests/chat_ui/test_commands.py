@@ -150,6 +150,11 @@ def test_help_on_the_new_chat_page_makes_no_chat(ada: Browser, fake_db: FakeDb) 
     assert "send a message first" in note_of(resp.text)[1]
     assert composer_text(resp.text) == "/plan on"
     assert fake_db.chats == {}
+    # With htmx the message box is answered in place, and still posts to /chats.
+    resp = ada.post("/chats", {"content": "/models"}, htmx=True)
+    assert resp.status_code == 200 and resp.headers["hx-retarget"] == "#composer"
+    assert 'action="/chats"' in resp.text and "fake-model" in note_of(resp.text)[1]
+    assert fake_db.chats == {}
 
 
 def test_unknown_command_answers_the_list_and_keeps_the_text(
