@@ -20,6 +20,7 @@ import pytest
 from parlor.stack import Stack
 from tests.stack.conftest import WAIT_MS, stack_on
 from tests.stack.test_browser import shot
+from tests.stack.test_page import axe_violations
 from tests.stack.visitor import Visitor
 from tests.support import SHARED
 
@@ -392,6 +393,7 @@ def test_suggestions_and_a_command_in_the_browser(browser: Any, stack: Stack) ->
         box.press_sequentially("/pl")
         expect(page.locator("#command-suggestions .command-suggestion")).to_have_count(1)
         shot(page, "command-suggestions")
+        found = {"suggestions": axe_violations(page)}
         suggestion = page.locator("#command-suggestions .command-suggestion")
         expect(suggestion).to_have_count(1, timeout=WAIT_MS)
         expect(suggestion).to_contain_text("/plan on|off")
@@ -435,6 +437,7 @@ def test_suggestions_and_a_command_in_the_browser(browser: Any, stack: Stack) ->
         assert stored["params"] == {"plan_mode": True} and stored["model"] == "other"
         assert stored["messages"] == [] and completions(stack) == before
         shot(page, "command-note")
+        found["refused note"] = axe_violations(page)
 
         # Plan mode in the page: the plan folded above the answer.
         box.fill("/title Browser plans")
@@ -451,6 +454,8 @@ def test_suggestions_and_a_command_in_the_browser(browser: Any, stack: Stack) ->
         expect(plan.locator(".plan-body")).to_be_visible()
         assert plan.locator(".plan-body").inner_text().strip()
         shot(page, "plan-mode")
+        found["plan"] = axe_violations(page)
+        assert {where: v for where, v in found.items() if v} == {}
         stack.wait_idle()
         assert completions(stack) == before + 2
     finally:
