@@ -132,8 +132,11 @@ async def _suggestions(text: str, db: DbApi, lm: LmApi, owner: str) -> list[Sugg
     name, typed = matched.group(1).lower(), matched.group(2).lstrip().lower()
     choices: list[tuple[str, str]] = []
     try:
-        if name == "model":
-            choices = [(m, "") for m in await lm.model_ids() or []]
+        if name == "model" or (name == "plan" and typed.startswith("on ")):
+            # A model: the chat's, or (after /plan on) its planner.
+            prefix, typed = ("on ", typed[3:].lstrip()) if name == "plan" else ("", typed)
+            choices = [(prefix + m, "") for m in await lm.model_ids() or []]
+            typed = prefix + typed
         elif name == "role":
             choices = _role_items(await db.list_presets(owner))
         else:
@@ -294,25 +297,43 @@ async def _clear_role(ctx: Context, argument: str) -> Note:
     )
 
 
+PLAN_USAGE = [
+    ("/plan on", "the chat's own model writes a short plan before each answer"),
+    ("/plan on NAME", "model NAME writes the plan"),
+    ("/plan off", "answers come straight away"),
+]
+
+
 async def _plan(ctx: Context, argument: str) -> Note:
-    choice = argument.lower()
-    if choice not in ("on", "off"):
-        return _refused(
-            "Say /plan on or /plan off.",
-            [
-                ("/plan on", "a planner writes a short plan before each answer"),
-                ("/plan off", "answers come straight away"),
-            ],
-        )
+    choice, _, planner_name = argument.partition(" ")
+    choice = choice.lower()
+    if choice not in ("on", "off") or (choice == "off" and planner_name):
+        return _refused("Say /plan on, /plan on NAME or /plan off.", PLAN_USAGE)
     chat = _chat(ctx)
-    params = {**chat.params, "plan_mode": choice == "on"}
+    params = dict(chat.params)
+    params["plan_mode"] = choice == "on"
+    planner = None
+    if choice == "on":
+        # /plan on: the chat's own model plans; /plan on NAME: that model does.
+        params.pop("planner_model", None)
+        if planner_name:
+            ids = await _model_choices(ctx)
+            if isinstance(ids, Note):
+                return ids
+            # The listed name, else the one equal ignoring case (as /model reads it).
+            folded = [m for m in ids if m.lower() == planner_name.lower()]
+            planner = planner_name if planner_name in ids else next(iter(folded), None)
+            if planner is None:
+                text = f"There is no model named “{planner_name}”."
+                return _refused(text, _model_items(ids, ctx.chat))
+            params["planner_model"] = planner
     refused = await _patch(ctx, ChatPatch(params=params))
     if refused is not None:
         return refused
     if choice == "off":
         return Note("Plan mode is off: answers come straight away.")
-    planner = chat.planner_model or "the chat's own model"
-    return Note(f"Plan mode is on: {planner} writes a short plan before each answer.")
+    who = planner or "the chat's own model"
+    return Note(f"Plan mode is on: {who} writes a short plan before each answer.")
 
 
 async def _title(ctx: Context, argument: str) -> Note:
@@ -333,7 +354,7 @@ COMMANDS: list[Command] = [
     Command("roles", "", "your roles", _roles, needs_chat=False),
     Command("role", "NAME", "apply role NAME to this chat", _role),
     Command("clear_role", "", "back to the default prompt, model and settings", _clear_role),
-    Command("plan", "on|off", "a planner writes a short plan before each answer", _plan),
+    Command("plan", "on [NAME] | off", "a planner writes a short plan before each answer", _plan),
     Command("title", "TEXT", "rename this chat", _title),
 ]
 _BY_NAME = {c.name: c for c in COMMANDS}

@@ -199,6 +199,20 @@ def test_models_and_model(ada: Browser, fake_lm: FakeLm, fake_db: FakeDb) -> Non
     assert fake_lm.requests[0]["model"] == "big-model.gguf"
 
 
+def test_a_chat_without_a_model_is_answered_by_the_default(ada: Browser, fake_lm: FakeLm) -> None:
+    """Not by the last model another chat (or a planner) asked for."""
+    fake_lm.more_models = ["big"]
+    first = ada.new_chat()
+    ada.send(first, "/model big")
+    ada.send(first, "q")
+    eventually(lambda: len(fake_lm.requests) == 1)
+    ada.follow(first, message_ids(ada.get(f"/chats/{first}").text)[0])
+    second = ada.new_chat()
+    ada.send(second, "q")
+    eventually(lambda: len(fake_lm.requests) == 2)
+    assert [r["model"] for r in fake_lm.requests] == ["big", "fake-model"]
+
+
 def test_model_when_the_model_server_is_away(ada: Browser, fake_lm: FakeLm) -> None:
     chat = ada.new_chat()
     fake_lm.down = True
@@ -262,6 +276,20 @@ def test_plan_on_off_and_bad_arguments(ada: Browser, fake_db: FakeDb, fake_lm: F
     assert fake_db.chats[chat]["params"] == {"plan_mode": True}
     assert "off" in note_of(ada.send(chat, "/plan off").text)[1]
     assert fake_db.chats[chat]["params"] == {"plan_mode": False}
+    # A planner model of its own: checked against the model server's list.
+    fake_lm.more_models = ["Planner"]
+    for bad in ("/plan on nope", "/plan off Planner"):
+        resp = ada.send(chat, bad, htmx=True)
+        assert resp.status_code == 422 and composer_text(resp.text) == bad
+    assert "Planner" in note_of(ada.send(chat, "/plan on nope").text)[1]
+    assert fake_db.chats[chat]["params"] == {"plan_mode": False}
+    assert "Planner writes" in note_of(ada.send(chat, "/plan on planner").text)[1]
+    assert fake_db.chats[chat]["params"] == {"plan_mode": True, "planner_model": "Planner"}
+    # Off keeps the planner for next time; plain "on" goes back to the chat's own model.
+    ada.send(chat, "/plan off")
+    assert fake_db.chats[chat]["params"] == {"plan_mode": False, "planner_model": "Planner"}
+    assert "own model" in note_of(ada.send(chat, "/plan on").text)[1]
+    assert fake_db.chats[chat]["params"] == {"plan_mode": True}
     assert fake_lm.requests == []
 
 
@@ -371,6 +399,7 @@ def test_suggested_arguments(ada: Browser, fake_lm: FakeLm, fake_db: FakeDb) -> 
     assert fills("/model BIG") == ["/model big-model.gguf", "/model bigger"]
     assert fills("/role code r") == ["/role Code reviewer"]
     assert fills("/plan o") == ["/plan on", "/plan off"]
+    assert fills("/plan on b") == ["/plan on big-model.gguf", "/plan on bigger"]
     # What is typed whole is not offered again (Tab leaves it alone).
     assert fills("/plan on") == [] and fills("/models") == []
     assert fills("/model") == ["/models", "/model "]
