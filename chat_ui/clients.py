@@ -391,11 +391,11 @@ class LmApi:
     def __init__(self, client: httpx.AsyncClient, *, stall_s: float = 60.0) -> None:
         self._client = client
         self._stall_s = stall_s
-        self._model: ModelInfo | None = None
-        self._model_at = 0.0
         self._model_list: list[str] | None = None
         self._listed_at = -math.inf  # never asked yet
         self._listing = asyncio.Lock()
+        # What model_info answered, per model asked for ("": the server's default), and when.
+        self._models: dict[str, tuple[ModelInfo, float]] = {}
         # POST /tokenize lives at the server's root, beside /v1 (as llama-server has it).
         root = str(client.base_url).rstrip("/").removesuffix("/v1")
         self._tokenize_url = f"{root}/tokenize"
@@ -439,9 +439,11 @@ class LmApi:
 
     async def model_info(self, wanted: str = "", chat_id: UUID | None = None) -> ModelInfo | None:
         """The model to use and its context size, cached once lm_api has answered."""
-        fresh = time.monotonic() - self._model_at < MODEL_INFO_TTL_S
-        if self._model is not None and fresh and (not wanted or self._model.id == wanted):
-            return self._model
+        # Kept per name: the default ("") is never answered with the last model some chat
+        # asked for (a planner, another chat's model).
+        cached = self._models.get(wanted)
+        if cached is not None and time.monotonic() - cached[1] < MODEL_INFO_TTL_S:
+            return cached[0]
         try:
             resp = await self._client.get("models", timeout=5.0, headers=_chat_header(chat_id))
             models = resp.json().get("data", []) if resp.status_code == 200 else []
@@ -458,7 +460,7 @@ class LmApi:
             id=wanted or str(chosen.get("id")),
             n_ctx=int(n_ctx) if isinstance(n_ctx, int) and n_ctx > 0 else None,
         )
-        self._model, self._model_at = info, time.monotonic()
+        self._models[wanted] = (info, time.monotonic())
         return info
 
     async def count_tokens(

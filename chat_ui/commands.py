@@ -135,8 +135,11 @@ async def _suggestions(text: str, db: DbApi, lm: LmApi, owner: str) -> list[Sugg
     name, typed = matched.group(1).lower(), matched.group(2).lstrip().lower()
     choices: list[tuple[str, str]] = []
     try:
-        if name == "model":
-            choices = [(m, "") for m in await lm.list_models() or []]
+        if name == "model" or (name == "plan" and typed.startswith("on ")):
+            # A model: the chat's, or (after /plan on) its planner.
+            prefix, typed = ("on ", typed[3:].lstrip()) if name == "plan" else ("", typed)
+            choices = [(prefix + m, "") for m in await lm.list_models() or []]
+            typed = prefix + typed
         elif name == "role":
             choices = _role_items(await db.list_presets(owner))
         else:
@@ -290,25 +293,40 @@ async def _clear_role(ctx: Context, argument: str) -> Note:
     )
 
 
+PLAN_USAGE = [
+    ("/plan on", "the chat's own model writes a short plan before each answer"),
+    ("/plan on NAME", "model NAME writes the plan"),
+    ("/plan off", "answers come straight away"),
+]
+
+
 async def _plan(ctx: Context, argument: str) -> Note:
-    choice = argument.lower()
-    if choice not in ("on", "off"):
-        return _refused(
-            "Say /plan on or /plan off.",
-            [
-                ("/plan on", "a planner writes a short plan before each answer"),
-                ("/plan off", "answers come straight away"),
-            ],
-        )
+    choice, _, planner_name = argument.partition(" ")
+    choice = choice.lower()
+    if choice not in ("on", "off") or (choice == "off" and planner_name):
+        return _refused("Say /plan on, /plan on NAME or /plan off.", PLAN_USAGE)
     chat = _chat(ctx)
-    params = chat.params.model_copy(update={"plan_mode": choice == "on"})
+    updates: dict[str, object] = {"plan_mode": choice == "on"}
+    planner = None
+    if choice == "on":
+        # /plan on: the chat's own model plans; /plan on NAME: that model does (the listed
+        # name, or the one equal ignoring case, as /model reads it).
+        if planner_name:
+            try:
+                planner = await ctx.chat_settings.checked_model(planner_name)
+            except ModelRefused as exc:
+                ids = await ctx.chat_settings.models()
+                items = _model_items(ids, ctx.chat) if ids else []
+                return Note(exc.message, items, status=exc.status)
+        updates["planner_model"] = planner
+    params = chat.params.model_copy(update=updates)
     refused = await _patch(ctx, ChatPatch(params=params.stored()))
     if refused is not None:
         return refused
     if choice == "off":
         return Note("Plan mode is off: answers come straight away.")
-    planner = chat.planner_model or "the chat's own model"
-    return Note(f"Plan mode is on: {planner} writes a short plan before each answer.")
+    who = planner or "the chat's own model"
+    return Note(f"Plan mode is on: {who} writes a short plan before each answer.")
 
 
 async def _title(ctx: Context, argument: str) -> Note:
@@ -329,7 +347,7 @@ COMMANDS: list[Command] = [
     Command("roles", "", "your roles", _roles, needs_chat=False),
     Command("role", "NAME", "apply role NAME to this chat", _role),
     Command("clear_role", "", "back to the default prompt, model and settings", _clear_role),
-    Command("plan", "on|off", "a planner writes a short plan before each answer", _plan),
+    Command("plan", "on [NAME] | off", "a planner writes a short plan before each answer", _plan),
     Command("title", "TEXT", "rename this chat", _title),
 ]
 _BY_NAME = {c.name: c for c in COMMANDS}

@@ -182,6 +182,8 @@ async def live(request: Request, chat_id: UUID, conv: deps.Conversation) -> Resp
         return redirect(request, f"/chats/{chat_id}")
     offset = len(gen.text)
     md, shown = MarkdownStream.resume(gen.text)
+    # Plan mode: the plan as it is written, when the page opens before the answer begins.
+    plan = LivePlan(active=offset == 0)
     html = render(
         request,
         "chats.html",
@@ -203,11 +205,15 @@ async def live(request: Request, chat_id: UUID, conv: deps.Conversation) -> Resp
                     change = step.result()
                 except StopAsyncIteration:
                     break
+                if change.plan is not None:
+                    yield plan.feed(change.plan)
                 if change.text:
+                    yield plan.close()
                     yield live_html(md.feed(change.text))
         finally:
             if step is not None:
                 step.cancel()  # the browser went away: stop following (the answer goes on)
+        yield plan.close()
         yield live_html(md.close())
         yield middle
         final = gen.final
@@ -217,6 +223,40 @@ async def live(request: Request, chat_id: UUID, conv: deps.Conversation) -> Resp
 
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return finish(request, StreamingResponse(body(), media_type="text/html", headers=headers))
+
+
+PLAN_OPEN = '</div><details class="msg-plan" open><summary>Plan</summary><div class="plan-body">'
+PLAN_CLOSE = '</div></details><div class="md-tail">'
+
+
+class LivePlan:
+    """The plan on the page streamed without JavaScript: written open above the answer as
+    it comes, then closed when the answer begins. It is written beside the answer's blocks
+    (the live slot's tail is closed first, a new one opened after), so that it stays shown
+    when they come."""
+
+    def __init__(self, *, active: bool) -> None:
+        self._active = active
+        self._open = False
+        self._shown = 0
+
+    def feed(self, plan: str) -> str:
+        if not self._active:
+            return ""
+        out = ""
+        if not self._open:
+            self._open = True
+            out = PLAN_OPEN
+        out += escape(plan[self._shown :])
+        self._shown = len(plan)
+        return out
+
+    def close(self) -> str:
+        self._active = False
+        if not self._open:
+            return ""
+        self._open = False
+        return PLAN_CLOSE
 
 
 def _stream_headers() -> dict[str, str]:

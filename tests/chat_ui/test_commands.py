@@ -150,6 +150,11 @@ def test_help_on_the_new_chat_page_makes_no_chat(ada: Browser, fake_db: FakeDb) 
     assert "send a message first" in note_of(resp.text)[1]
     assert composer_text(resp.text) == "/plan on"
     assert fake_db.chats == {}
+    # With htmx the message box is answered in place, and still posts to /chats.
+    resp = ada.post("/chats", {"content": "/models"}, htmx=True)
+    assert resp.status_code == 200 and resp.headers["hx-retarget"] == "#composer"
+    assert 'action="/chats"' in resp.text and "fake-model" in note_of(resp.text)[1]
+    assert fake_db.chats == {}
 
 
 def test_unknown_command_answers_the_list_and_keeps_the_text(
@@ -172,8 +177,9 @@ def test_a_path_is_sent_to_the_model(ada: Browser, fake_lm: FakeLm) -> None:
     assert fake_lm.requests[0]["messages"][-1]["content"] == "/etc/hosts please explain"
 
 
-def test_models_and_model(ada: Browser, fake_lm: FakeLm, fake_db: FakeDb) -> None:
+def test_models_and_model(ada: Browser, fake_lm: FakeLm, fake_db: FakeDb, ui: LiveServer) -> None:
     fake_lm.other_models = ["big-model.gguf", "Other"]
+    ui.app.state.lm.forget_models()  # the list the login's page kept
     chat = ada.new_chat()
     text = note_of(ada.send(chat, "/models").text)[1]
     assert "fake-model" in text and "big-model.gguf" in text and "the default" in text
@@ -194,6 +200,23 @@ def test_models_and_model(ada: Browser, fake_lm: FakeLm, fake_db: FakeDb) -> Non
     assert fake_lm.requests[0]["model"] == "big-model.gguf"
 
 
+def test_a_chat_without_a_model_is_answered_by_the_default(
+    ada: Browser, fake_lm: FakeLm, ui: LiveServer
+) -> None:
+    """Not by the last model another chat (or a planner) asked for."""
+    fake_lm.other_models = ["big"]
+    ui.app.state.lm.forget_models()  # the list the login's page kept
+    first = ada.new_chat()
+    ada.send(first, "/model big")
+    ada.send(first, "q")
+    eventually(lambda: len(fake_lm.requests) == 1)
+    ada.follow(first, message_ids(ada.get(f"/chats/{first}").text)[0])
+    second = ada.new_chat()
+    ada.send(second, "q")
+    eventually(lambda: len(fake_lm.requests) == 2)
+    assert [r["model"] for r in fake_lm.requests] == ["big", "fake-model"]
+
+
 def test_model_when_the_model_server_is_away(ada: Browser, fake_lm: FakeLm) -> None:
     chat = ada.new_chat()
     fake_lm.down = True
@@ -202,11 +225,14 @@ def test_model_when_the_model_server_is_away(ada: Browser, fake_lm: FakeLm) -> N
     assert composer_text(resp.text) == "/model x"
 
 
-def test_roles_role_and_clear_role(ada: Browser, fake_lm: FakeLm, fake_db: FakeDb) -> None:
+def test_roles_role_and_clear_role(
+    ada: Browser, fake_lm: FakeLm, fake_db: FakeDb, ui: LiveServer
+) -> None:
     chat = ada.new_chat()
     assert "no roles yet" in note_of(ada.send(chat, "/roles").text)[1]
     assert "no role named" in note_of(ada.send(chat, "/role Poet").text)[1]
     fake_lm.other_models = ["big"]
+    ui.app.state.lm.forget_models()  # the list the login's page kept
     owner = fake_db.chats[chat]["owner"]
     fake_db.presets = {
         p["id"]: p
@@ -250,7 +276,9 @@ def test_roles_role_and_clear_role(ada: Browser, fake_lm: FakeLm, fake_db: FakeD
     assert fake_lm.requests == []
 
 
-def test_plan_on_off_and_bad_arguments(ada: Browser, fake_db: FakeDb, fake_lm: FakeLm) -> None:
+def test_plan_on_off_and_bad_arguments(
+    ada: Browser, fake_db: FakeDb, fake_lm: FakeLm, ui: LiveServer
+) -> None:
     chat = ada.new_chat()
     for bad in ("/plan", "/plan maybe"):
         resp = ada.send(chat, bad)
@@ -260,6 +288,21 @@ def test_plan_on_off_and_bad_arguments(ada: Browser, fake_db: FakeDb, fake_lm: F
     assert fake_db.chats[chat]["params"] == {"plan_mode": True}
     assert "off" in note_of(ada.send(chat, "/plan off").text)[1]
     assert fake_db.chats[chat]["params"] == {"plan_mode": False}
+    # A planner model of its own: checked against the model server's list.
+    fake_lm.other_models = ["Planner"]
+    ui.app.state.lm.forget_models()  # the list the login's page kept
+    for bad in ("/plan on nope", "/plan off Planner"):
+        resp = ada.send(chat, bad, htmx=True)
+        assert resp.status_code == 422 and composer_text(resp.text) == bad
+    assert "Planner" in note_of(ada.send(chat, "/plan on nope").text)[1]
+    assert fake_db.chats[chat]["params"] == {"plan_mode": False}
+    assert "Planner writes" in note_of(ada.send(chat, "/plan on planner").text)[1]
+    assert fake_db.chats[chat]["params"] == {"plan_mode": True, "planner_model": "Planner"}
+    # Off keeps the planner for next time; plain "on" goes back to the chat's own model.
+    ada.send(chat, "/plan off")
+    assert fake_db.chats[chat]["params"] == {"plan_mode": False, "planner_model": "Planner"}
+    assert "own model" in note_of(ada.send(chat, "/plan on").text)[1]
+    assert fake_db.chats[chat]["params"] == {"plan_mode": True}
     assert fake_lm.requests == []
 
 
@@ -280,9 +323,10 @@ def test_title(ada: Browser, fake_db: FakeDb, fake_lm: FakeLm) -> None:
 
 
 def test_clear_starts_a_new_chat_with_the_same_settings(
-    ada: Browser, fake_db: FakeDb, fake_lm: FakeLm
+    ada: Browser, fake_db: FakeDb, fake_lm: FakeLm, ui: LiveServer
 ) -> None:
     fake_lm.other_models = ["big"]
+    ui.app.state.lm.forget_models()  # the list the login's page kept
     chat = answered_chat(ada, fake_lm)
     ada.send(chat, "/model big")
     ada.send(chat, "/plan on")
@@ -345,8 +389,11 @@ def test_suggest_route(ada: Browser) -> None:
     assert empty.status_code == 200 and "command-suggestion" not in empty.text
 
 
-def test_suggested_arguments(ada: Browser, fake_lm: FakeLm, fake_db: FakeDb) -> None:
+def test_suggested_arguments(
+    ada: Browser, fake_lm: FakeLm, fake_db: FakeDb, ui: LiveServer
+) -> None:
     fake_lm.other_models = ["big-model.gguf", "bigger"]
+    ui.app.state.lm.forget_models()  # the list the login's page kept
     chat = ada.new_chat()
     owner = fake_db.chats[chat]["owner"]
     fake_db.presets = {
@@ -372,6 +419,7 @@ def test_suggested_arguments(ada: Browser, fake_lm: FakeLm, fake_db: FakeDb) -> 
     assert fills("/model BIG") == ["/model big-model.gguf", "/model bigger"]
     assert fills("/role code r") == ["/role Code reviewer"]
     assert fills("/plan o") == ["/plan on", "/plan off"]
+    assert fills("/plan on b") == ["/plan on big-model.gguf", "/plan on bigger"]
     # What is typed whole is not offered again (Tab leaves it alone).
     assert fills("/plan on") == [] and fills("/models") == []
     assert fills("/model") == ["/models", "/model "]
@@ -409,6 +457,34 @@ def test_plan_mode_plans_then_answers_with_the_plan(
     eventually(lambda: fake_db.messages[answer]["status"] == "complete")
     assert fake_db.messages[answer]["plan"] == "Hello, world!"
     assert fake_db.messages[answer]["content"] == "Hello, world!"
+
+
+def test_plan_mode_without_javascript_shows_the_plan_as_it_is_written(
+    ada: Browser, fake_lm: FakeLm
+) -> None:
+    chat = ada.new_chat()
+    ada.send(chat, "/plan on")
+    fake_lm.hold_after = 2
+    assert ada.send(chat, "q").headers["location"] == f"/chats/{chat}/live"
+    assert fake_lm.held.wait(10)
+    with ada.client.stream("GET", f"/chats/{chat}/live") as page:
+        assert page.status_code == 200
+        received = ""
+        chunks = page.iter_text()
+        while "Hello, " not in received:
+            received += next(chunks)
+        # The plan so far, open, before any answer text.
+        assert '<details class="msg-plan" open><summary>Plan</summary>' in received
+        fake_lm.release()
+        received += "".join(chunks)
+    (answer,) = message_ids(received)
+    live = received[received.index(f'<article id="live-{answer}"') :]
+    live = live[: live.index(f'<article id="msg-{answer}"')]
+    plan = re.search(r'<div class="plan-body">(.*?)</div></details><div class="md-tail">', live)
+    assert plan and plan.group(1) == "Hello, world!"
+    assert "Hello, world!" in live[plan.end() :]  # then the answer
+    final = received[received.index(f'<article id="msg-{answer}"') :]
+    assert 'data-status="complete"' in final and '<details class="msg-plan">' in final
 
 
 def test_plan_mode_uses_the_planner_model(ada: Browser, fake_lm: FakeLm, fake_db: FakeDb) -> None:

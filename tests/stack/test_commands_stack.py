@@ -20,6 +20,7 @@ import pytest
 from parlor.stack import Stack
 from tests.stack.conftest import WAIT_MS, stack_on
 from tests.stack.test_browser import shot
+from tests.stack.test_page import axe_violations
 from tests.stack.visitor import Visitor
 from tests.support import SHARED
 
@@ -176,7 +177,7 @@ def test_every_command_and_nothing_reaches_the_model(
         assert composer(resp.text) == ("" if status == 200 else text)
         return note(resp.text)
 
-    assert "/clear_role" in run("/help") and "/plan on|off" in run("/help")
+    assert "/clear_role" in run("/help") and "/plan on [NAME] | off" in run("/help")
     listed = run("/models")
     assert "toy" in listed and "other" in listed and "small" in listed
     assert "other" in run("/model other")
@@ -251,11 +252,10 @@ def test_model_chooses_the_model_of_the_next_answer(stack: Stack, visitor: Visit
 
 def plan_chat(stack: Stack, v: Visitor, planner: str, model: str) -> str:
     chat = empty_chat(v)
-    assert command(v, chat, "/plan on", htmx=False).status_code == 200
+    assert command(v, chat, f"/plan on {planner}", htmx=False).status_code == 200
     assert command(v, chat, f"/model {model}", htmx=False).status_code == 200
-    params = {"plan_mode": True, "planner_model": planner}
-    resp = db(stack, "PATCH", f"/chats/{chat}", owner_of(stack, chat), json={"params": params})
-    assert resp.status_code == 200, resp.text
+    params = stored_chat(stack, chat)["params"]
+    assert params == {"plan_mode": True, "planner_model": planner}
     # The first message names the chat (so no model title is asked for in these tests).
     assert command(v, chat, "/title Plans", htmx=False).status_code == 200
     return chat
@@ -333,11 +333,15 @@ def test_reload_during_the_answer_after_the_plan(stack: Stack, visitor: Visitor)
 
 
 def test_the_model_titles_a_new_chat(stack: Stack, visitor: Visitor) -> None:
+    stack.wait_idle()
+    before = completions(stack)
     resp = visitor.post_form("/chats", content="Where do comets come from?")
     assert resp.status_code == 303
     chat = re.search(r"/chats/([0-9a-f-]{36})", resp.headers["location"])
     assert chat
     chat_id = chat.group(1)
+    # The answer, then the title: two requests to the model.
+    until(lambda: completions(stack) == before + 2, "the title request")
     until(lambda: stored_chat(stack, chat_id)["title_source"] == "model", "a model title")
     title = stored_chat(stack, chat_id)["title"]
     assert title and title != "Where do comets come from?" and len(title) <= 60
@@ -392,9 +396,10 @@ def test_suggestions_and_a_command_in_the_browser(browser: Any, stack: Stack) ->
         box.press_sequentially("/pl")
         expect(page.locator("#command-suggestions .command-suggestion")).to_have_count(1)
         shot(page, "command-suggestions")
+        found = {"suggestions": axe_violations(page)}
         suggestion = page.locator("#command-suggestions .command-suggestion")
         expect(suggestion).to_have_count(1, timeout=WAIT_MS)
-        expect(suggestion).to_contain_text("/plan on|off")
+        expect(suggestion).to_contain_text("/plan on [NAME] | off")
         box.press("Tab")  # takes the suggestion
         expect(box).to_have_value("/plan ")
         expect(page.locator("#command-suggestions .command-suggestion")).to_have_count(0)
@@ -435,6 +440,7 @@ def test_suggestions_and_a_command_in_the_browser(browser: Any, stack: Stack) ->
         assert stored["params"] == {"plan_mode": True} and stored["model"] == "other"
         assert stored["messages"] == [] and completions(stack) == before
         shot(page, "command-note")
+        found["refused note"] = axe_violations(page)
 
         # Plan mode in the page: the plan folded above the answer.
         box.fill("/title Browser plans")
@@ -451,6 +457,8 @@ def test_suggestions_and_a_command_in_the_browser(browser: Any, stack: Stack) ->
         expect(plan.locator(".plan-body")).to_be_visible()
         assert plan.locator(".plan-body").inner_text().strip()
         shot(page, "plan-mode")
+        found["plan"] = axe_violations(page)
+        assert {where: v for where, v in found.items() if v} == {}
         stack.wait_idle()
         assert completions(stack) == before + 2
     finally:
