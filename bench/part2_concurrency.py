@@ -198,10 +198,11 @@ def run(ctx: Context) -> PartResult:
         "streaming' is each chat's own decode rate once its answer started; 'from Send' "
         "includes the time it waited in the queue, what the person feels.",
         f"lm_api (on its own, no chat_ui) and llama-server run {cfg.slots} slots of "
-        f"{cfg.slot_ctx} tokens, {cfg.threads} threads, 512-token batches; llama-server "
+        f"{cfg.slot_ctx} tokens, {cfg.threads} threads, 512-token batches; lm_api with flash "
+        "attention (its LM_API_FLASH_ATTN default); llama-server "
         "keeps its other defaults (its sampling defaults equal lm_api's, flash attention "
-        "'auto', one KV buffer per slot since the slot count is given). Parlor's full stack "
-        "is the stack of the other parts (lm_api with 4 slots of "
+        "'auto', on for the CPU, one KV buffer per slot since the slot count is given). "
+        "Parlor's full stack is the stack of the other parts (lm_api with 4 slots of "
         f"{cfg.n_ctx} tokens behind chat_ui and nginx). Beyond 4 chats requests wait for "
         "a free slot in both.",
         "Every server samples alike: temperature 0.8, top-p 0.95, and llama.cpp's "

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     # Default: physical cores (see physical_cores); never more than the usable cores.
     n_threads: int | None = Field(default=None, ge=1)
     n_batch: int = Field(default=512, ge=1)
+    # llama.cpp's flash attention (llama-server's default, "auto", turns it on for the CPU).
+    # Its CPU kernel skips the KV cells a token may not see: with the batched engine's one
+    # KV buffer for every slot, a token then reads only its own sequence's cells instead
+    # of all `n_ctx * parallel`, and a long prompt only the cells before each token.
+    flash_attn: bool = True
     # 0 = CPU only, -1 = every layer on the GPU (needs a CUDA/Metal build of llama.cpp).
     n_gpu_layers: int = Field(default=0, ge=-1)
     # Empty: the GGUF's own template, or ChatML when the GGUF has none. "chatml" forces
@@ -99,6 +104,7 @@ def describe(settings: Settings) -> str:
         f"models_dir={settings.models_directory} max_loaded={settings.max_loaded} "
         f"engine={settings.engine} parallel={settings.parallel} "
         f"n_ctx={settings.n_ctx} n_threads={settings.threads} n_batch={settings.n_batch} "
+        f"flash_attn={settings.flash_attn} "
         f"n_gpu_layers={settings.n_gpu_layers} chat_format={settings.chat_format or 'auto'} "
         f"max_queue={settings.max_queue} max_tokens={settings.max_tokens} "
         f"token={'set' if settings.internal_token else 'none'}"

@@ -26,6 +26,10 @@ llama.cpp splits a batch into equal-sized pieces per sequence, so a step mixing 
 answer token with a prompt chunk would cost two passes over the weights. Each request is
 still held to n_ctx tokens (prompt + answer) by `Engine.prepare`, so the cells always
 suffice, and each slot keeps the cache of its last prompt and answer for the next turn.
+The one buffer wants flash attention (`LM_API_FLASH_ATTN`, on by default): llama.cpp's
+CPU kernel then skips the cells a token's mask hides (other slots' cells, the later
+tokens of its own prompt chunk), while plain attention reads all the used cells of every
+slot for every token, so each chat would slow down with what the other slots hold.
 
 Each running generation is a `Sequence` (lm_api.engines.sequence), as in the FIFO engine,
 and samples with the same `SamplerChain` (lm_api.engines.sampling).
