@@ -242,7 +242,7 @@ def test_bad_owner_header(
         ("GET", "/chats?limit=27&3%C2%98=%C2%82%C2%88"),  # the fuzzer's find (issue 10 #12)
         ("GET", "/chats?lmit=5"),
         ("POST", "/chats?title=x"),
-        ("GET", "/chats/{chat}?limit=5&after=x"),
+        ("GET", "/chats/{chat}?limit=5&since=x"),
         ("PATCH", "/chats/{chat}?force=1"),
         ("GET", "/presets?q=x"),
         ("POST", "/sessions?remember=1"),

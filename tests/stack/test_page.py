@@ -417,7 +417,9 @@ def test_focus_labels_and_busy_state(browser: Any, scripted: Scripted) -> None:
         expect(answer).not_to_have_attribute("aria-busy", "true")
         expect(page.locator("#composer-input")).to_be_focused()  # not lost on <body>
         expect(page.locator("#send")).to_be_enabled()
-        expect(page.get_by_role("button", name="Retry this answer")).to_have_count(1)
+        # It had text: Regenerate (a new version) and Continue, not Retry.
+        expect(page.get_by_role("button", name="Continue this answer")).to_have_count(1)
+        expect(page.get_by_role("button", name="Retry this answer")).to_have_count(0)
     finally:
         context.close()
 
