@@ -15,6 +15,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from chat_ui.render import markdown_html
 from tests.faults.fake_openai import STORABLE
 from tests.faults.harness import Answer, FaultStack, Visitor, eventually
 
@@ -102,7 +103,14 @@ def test_slow_storage_keeps_what_was_shown(healed: FaultStack, run: int) -> None
         for answer in answers:
             assert answer.done_status == "complete"
             stored = stored_turn(healed, v, answer)
-            assert (stored["status"], stored["content"]) == ("complete", answer.streamed)
+            assert stored["status"] == "complete"
+            if answer.streamed:  # followed while it was written
+                assert stored["content"] == answer.streamed
+            else:
+                # A quick model can end the answer before its stream opens (the page
+                # took its time through the slow storage): the `done` it got shows the
+                # stored text, rendered.
+                assert markdown_html(stored["content"]) in answer.done_html
         assert v.server_errors() == []
 
 
