@@ -33,9 +33,9 @@ from chat_ui.contracts import (
     MessagePatch,
     Preset,
     PresetWrite,
-    Reason,
     Turn,
 )
+from db_contract import Reason
 
 log = logging.getLogger("chat_ui.clients")
 

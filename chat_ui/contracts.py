@@ -9,30 +9,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Role = Literal["system", "user", "assistant"]
-# The one spelling of a message's state.
-Status = Literal["complete", "pending", "streaming", "interrupted", "error"]
-# An answer still being written by a generation.
-RUNNING: frozenset[Status] = frozenset({"pending", "streaming"})
-# An answer that will not change any more (Retry starts it over).
-FINAL: frozenset[Status] = frozenset({"complete", "interrupted", "error"})
-# Why an answer ended interrupted or in error (the machine code; `error` has the text).
-Reason = Literal[
-    "stopped",
-    "model_unreachable",
-    "model_error",
-    "model_stalled",
-    "context_exceeded",
-    "storage_unreachable",
-    "server_restarted",
-    "lease_expired",
-]
-FinishReason = Literal["stop", "length"]
-TitleSource = Literal["auto", "user", "model"]
+from db_contract import RUNNING, FinishReason, Reason, Role, Status, TitleSource
 
 # What the page says about an answer that ended for this reason, when it has no error text.
 REASON_TEXT: dict[str, str] = {

@@ -26,25 +26,7 @@ from pydantic import (
 )
 
 from db_api.config import Settings
-
-Role = Literal["system", "user", "assistant"]
-Status = Literal["complete", "pending", "streaming", "interrupted", "error"]
-# An answer still being written, and one that will not be written again by its generation.
-RUNNING = ("pending", "streaming")
-FINAL = ("complete", "interrupted", "error")
-FinishReason = Literal["stop", "length"]
-# Why an answer ended interrupted or in error, as a machine code.
-Reason = Literal[
-    "stopped",
-    "model_unreachable",
-    "model_error",
-    "model_stalled",
-    "context_exceeded",
-    "storage_unreachable",
-    "server_restarted",
-    "lease_expired",
-]
-TitleSource = Literal["auto", "user", "model"]
+from db_contract import FinishReason, Reason, Role, Status, TitleSource
 
 # Columns are 32-bit integers on every backend; larger counts are a client bug.
 INT32_MAX = 2_147_483_647
