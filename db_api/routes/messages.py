@@ -6,8 +6,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fastapi import Response, status
-
 from db_api import crud
 from db_api.routes.deps import (
     BODY_RESPONSES,
@@ -15,6 +13,7 @@ from db_api.routes.deps import (
     SessionDep,
     SettingsDep,
     answers,
+    deletes,
     owner_scoped_router,
 )
 from db_api.schemas import (
@@ -67,17 +66,11 @@ def update_message(
     return MessageOut.of(message, versions.ids)
 
 
-@router.delete(
-    "/messages/{message_id}",
-    status_code=status.HTTP_204_NO_CONTENT,
-    response_class=Response,
-    responses=NOT_FOUND,
-)
-def delete_message(message_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> Response:
+@deletes(router, "/messages/{message_id}", NOT_FOUND)
+def delete_message(message_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> None:
     """Delete the message and every message below it. If the current branch went with it,
     the newest message left below its parent (else in the chat) becomes the current leaf."""
     crud.delete_message(session, owner, message_id)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post(
