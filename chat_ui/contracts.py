@@ -203,11 +203,20 @@ class Turn(_Read):
     assistant: Message
 
 
-class MessagePatch(BaseModel):
+class _Write(BaseModel):
+    """A request body chat_ui sends: only the fields set are sent (a field set to None
+    is sent as null, which clears it)."""
+
+    # A misspelled field is chat_ui's bug: caught here, not dropped on the way.
+    model_config = ConfigDict(extra="forbid")
+
+    def body(self) -> dict[str, object]:
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class MessagePatch(_Write):
     """A write to one message (PATCH /messages/{id}): only the fields set are sent, and a
     field set to None clears it."""
-
-    model_config = ConfigDict(extra="forbid")
 
     content: str | None = None
     status: Status | None = None
@@ -227,23 +236,15 @@ class MessagePatch(BaseModel):
     lease_s: float | None = None
     stop_requested: bool | None = None
 
-    def body(self) -> dict[str, object]:
-        return self.model_dump(mode="json", exclude_unset=True)
 
-
-class ChatPatch(BaseModel):
+class ChatPatch(_Write):
     """A change to a chat (PATCH /chats/{id}): only the fields set are sent."""
-
-    model_config = ConfigDict(extra="forbid")
 
     title: str | None = None
     system_prompt: str | None = None
     model: str | None = None
     params: dict[str, Any] | None = None
     title_source: TitleSource | None = None
-
-    def body(self) -> dict[str, object]:
-        return self.model_dump(mode="json", exclude_unset=True)
 
 
 class Preset(_Read):
@@ -258,16 +259,11 @@ class Preset(_Read):
     updated_at: str = ""
 
 
-class PresetWrite(BaseModel):
+class PresetWrite(_Write):
     """A new role, or a change to one (POST /presets, PATCH /presets/{id}): only the
     fields set are sent; None clears system_prompt or model."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str | None = None
     system_prompt: str | None = None
     model: str | None = None
     params: dict[str, Any] | None = None
-
-    def body(self) -> dict[str, object]:
-        return self.model_dump(mode="json", exclude_unset=True)
