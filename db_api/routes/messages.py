@@ -30,8 +30,11 @@ router = owner_scoped_router("messages")
 NOT_FOUND = answers(404, "No such message for this owner")
 
 
-def _conflict(description: str) -> dict[int | str, dict[str, Any]]:
-    return answers(409, description, MessageConflict)
+def _write_answers(conflict: str) -> dict[int | str, dict[str, Any]]:
+    """What a write to a message may answer besides the message: 404, 400 for a body
+    that is not JSON, and 409 with the stored message when it is refused (`conflict`
+    says when)."""
+    return {**NOT_FOUND, **BODY_RESPONSES, **answers(409, conflict, MessageConflict)}
 
 
 @router.get("/messages/{message_id}", response_model=MessageOut, responses=NOT_FOUND)
@@ -44,11 +47,7 @@ def get_message(message_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> 
 @router.patch(
     "/messages/{message_id}",
     response_model=MessageOut,
-    responses={
-        **NOT_FOUND,
-        **BODY_RESPONSES,
-        **_conflict("An older revision, or a final answer sent back to pending/streaming"),
-    },
+    responses=_write_answers("An older revision, or a final answer sent back to pending/streaming"),
 )
 def update_message(
     message_id: uuid.UUID,
@@ -76,11 +75,7 @@ def delete_message(message_id: uuid.UUID, owner: OwnerDep, session: SessionDep) 
 @router.post(
     "/messages/{message_id}/reopen",
     response_model=MessageOut,
-    responses={
-        **NOT_FOUND,
-        **BODY_RESPONSES,
-        **_conflict("A user or system message, or an answer still running"),
-    },
+    responses=_write_answers("A user or system message, or an answer still running"),
 )
 def reopen_message(
     message_id: uuid.UUID, body: ReopenBody, owner: OwnerDep, session: SessionDep
@@ -95,11 +90,7 @@ def reopen_message(
 @router.post(
     "/messages/{message_id}/expire",
     response_model=MessageOut,
-    responses={
-        **NOT_FOUND,
-        **BODY_RESPONSES,
-        **_conflict("The answer is not running, or a live lease holds it"),
-    },
+    responses=_write_answers("The answer is not running, or a live lease holds it"),
 )
 def expire_message(
     message_id: uuid.UUID,
