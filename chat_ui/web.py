@@ -10,7 +10,7 @@ from uuid import UUID
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
 from starlette.datastructures import FormData
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from chat_ui import trusted_identity
 from chat_ui.answer_stats import answer_stats
@@ -164,6 +164,14 @@ def redirect(request: Request, url: str) -> Response:
     if is_htmx(request):
         return finish(request, Response(status_code=204, headers={"HX-Redirect": url}))
     return finish(request, RedirectResponse(url, status_code=303))
+
+
+def bubble_reply(request: Request, message: Message, plain_url: str) -> Response:
+    """What a form on one message answers: with htmx, the message's bubble as it now
+    stands (swapped in place); a plain form goes on to `plain_url`."""
+    if not is_htmx(request):
+        return redirect(request, plain_url)
+    return finish(request, HTMLResponse(bubble(request, message)))
 
 
 def _request_origin(request: Request) -> str:

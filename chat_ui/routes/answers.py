@@ -21,6 +21,7 @@ from chat_ui.markdown_stream import MarkdownStream, block_html, live_html, sync_
 from chat_ui.routes.commands import typed_command
 from chat_ui.web import (
     bubble,
+    bubble_reply,
     chat_page,
     composer_failure,
     finish,
@@ -72,9 +73,7 @@ async def show_message(
 ) -> Response:
     """One message's bubble as it now stands (what an answer awaiting its save polls)."""
     message = await conv.message(chat_id, message_id)
-    if not is_htmx(request):
-        return redirect(request, f"/chats/{chat_id}")
-    return finish(request, HTMLResponse(bubble(request, message)))
+    return bubble_reply(request, message, f"/chats/{chat_id}")
 
 
 @router.get("/chats/{chat_id}/messages/{message_id}/stream")
@@ -280,15 +279,13 @@ async def stop(
     conv: deps.Conversation,
 ) -> Response:
     message = await conv.stop(chat_id, message_id)
-    if not is_htmx(request):
-        draft = form_text(form, "content")
-        if draft.strip():
-            # Stop from the message box of a page streamed without JavaScript: what the
-            # person typed meanwhile comes back in the box.
-            chat = await window.open_chat(conv, chat_id)
-            return await chat_page(request, conv, chat, composer_text=draft)
-        return redirect(request, f"/chats/{chat_id}")
-    return finish(request, HTMLResponse(bubble(request, message)))
+    draft = form_text(form, "content")
+    if not is_htmx(request) and draft.strip():
+        # Stop from the message box of a page streamed without JavaScript: what the
+        # person typed meanwhile comes back in the box.
+        chat = await window.open_chat(conv, chat_id)
+        return await chat_page(request, conv, chat, composer_text=draft)
+    return bubble_reply(request, message, f"/chats/{chat_id}")
 
 
 @router.post("/chats/{chat_id}/messages/{message_id}/retry")
@@ -300,6 +297,4 @@ async def retry(
     conv: deps.Conversation,
 ) -> Response:
     message = await conv.retry(chat_id, message_id)
-    if not is_htmx(request):
-        return redirect(request, f"/chats/{chat_id}/live")
-    return finish(request, HTMLResponse(bubble(request, message)))
+    return bubble_reply(request, message, f"/chats/{chat_id}/live")

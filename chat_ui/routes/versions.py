@@ -12,12 +12,12 @@ from __future__ import annotations
 from uuid import UUID
 
 from fastapi import APIRouter, Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 
 from chat_ui import deps
 from chat_ui.contracts import Chat
 from chat_ui.conversation import Refused, SendRefused
-from chat_ui.web import bubble, finish, form_text, is_htmx, page, redirect
+from chat_ui.web import bubble_reply, form_text, is_htmx, page, redirect
 
 router = APIRouter()
 
@@ -98,9 +98,7 @@ async def continue_answer(
     versions: deps.Versions,
 ) -> Response:
     message = await versions.continue_answer(chat_id, message_id)
-    if not is_htmx(request):
-        return redirect(request, f"/chats/{chat_id}/live")
-    return finish(request, HTMLResponse(bubble(request, message)))
+    return bubble_reply(request, message, f"/chats/{chat_id}/live")
 
 
 @router.post("/chats/{chat_id}/messages/{message_id}/version")
