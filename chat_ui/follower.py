@@ -28,7 +28,7 @@ from uuid import UUID
 
 from chat_ui.clients import DbApi, DbUnavailable, NotFound
 from chat_ui.contracts import Message
-from chat_ui.generation import Update
+from chat_ui.generation import Told, Update
 from chat_ui.leases import Replica
 
 STORAGE_AWAY = "Storage cannot be reached right now: the answer shows up again when it is back."
@@ -64,16 +64,12 @@ class Follower:
     async def follow(self, offset: int = 0) -> AsyncIterator[Update]:
         """The text after `offset` and the notice, now and after every poll that changed
         them, until the answer is final."""
-        told = ""
+        told = Told(offset)
         while True:
-            update = Update(offset=offset)
-            if len(self.text) > offset:
-                update.text, offset = self.text[offset:], len(self.text)
-                update.offset = offset
-            if self.notice != told and not self.finished.is_set():
-                update.notice = told = self.notice
-            if update.text or update.notice is not None:
-                yield update
+            # The text and the notice: a follower does not hand on a plan as it grows.
+            news = told.news(self.text, self.notice, "", finished=self.finished.is_set())
+            if news is not None:
+                yield news
             if self.finished.is_set():
                 return
             await asyncio.sleep(self._replica.poll_s)

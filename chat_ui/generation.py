@@ -67,6 +67,30 @@ class Update:
 
 
 @dataclass
+class Told:
+    """What one listener has been told of an answer so far (a `Generation` here, or a
+    `follower.Follower` for one written elsewhere): `news` says what changed since."""
+
+    offset: int
+    notice: str = ""
+    plan: str = ""
+
+    def news(self, text: str, notice: str, plan: str, *, finished: bool) -> Update | None:
+        """What the listener has not been told yet (None: nothing), now told."""
+        update = Update(offset=self.offset)
+        if len(text) > self.offset:
+            update.text, self.offset = text[self.offset :], len(text)
+            update.offset = self.offset
+        if notice != self.notice and not finished:
+            update.notice = self.notice = notice
+        if plan != self.plan:
+            update.plan = self.plan = plan
+        if update.text or update.notice is not None or update.plan is not None:
+            return update
+        return None
+
+
+@dataclass
 class Generation:
     message_id: UUID
     chat_id: UUID
@@ -144,22 +168,14 @@ class Generation:
         generation is finished."""
         ev = asyncio.Event()
         self._listeners.add(ev)
-        told = ""
-        told_plan = ""
+        told = Told(offset)
         try:
             while True:
                 # Clear before reading: a change during the yield re-sets the event.
                 ev.clear()
-                update = Update(offset=offset)
-                if len(self.text) > offset:
-                    update.text, offset = self.text[offset:], len(self.text)
-                    update.offset = offset
-                if self.notice != told and not self.finished.is_set():
-                    update.notice = told = self.notice
-                if self.plan != told_plan:
-                    update.plan = told_plan = self.plan
-                if update.text or update.notice is not None or update.plan is not None:
-                    yield update
+                news = told.news(self.text, self.notice, self.plan, finished=self.finished.is_set())
+                if news is not None:
+                    yield news
                 if self.finished.is_set():
                     return
                 await ev.wait()
