@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -56,33 +56,39 @@ def _error(request: Request, status: int, title: str, message: str) -> Response:
     return page(request, "error.html", {"title": title, "message": message}, status=status)
 
 
+# The error page of each failure that always reads the same: status, title, message.
+FIXED_ERRORS: dict[type[Exception], tuple[int, str, str]] = {
+    CsrfError: (
+        403,
+        "This form has expired",
+        "For your safety Parlor only accepts forms it has just shown you. "
+        "Go back, reload the page and try again (cookies must be enabled).",
+    ),
+    NotFound: (404, "Not found", "There is no such chat or message here."),
+    DbUnavailable: (
+        503,
+        "Parlor is temporarily unavailable",
+        "Parlor cannot reach its storage right now. Nothing is lost: try again in a moment.",
+    ),
+}
+
+
+def _fixed_error(
+    status: int, title: str, message: str
+) -> Callable[[Request, Exception], Awaitable[Response]]:
+    async def handler(request: Request, exc: Exception) -> Response:
+        return _error(request, status, title, message)
+
+    return handler
+
+
 def _install_error_pages(app: FastAPI) -> None:
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> Response:
         return redirect(request, "/")
 
-    @app.exception_handler(CsrfError)
-    async def csrf_failed(request: Request, exc: CsrfError) -> Response:
-        return _error(
-            request,
-            403,
-            "This form has expired",
-            "For your safety Parlor only accepts forms it has just shown you. "
-            "Go back, reload the page and try again (cookies must be enabled).",
-        )
-
-    @app.exception_handler(NotFound)
-    async def not_found(request: Request, exc: NotFound) -> Response:
-        return _error(request, 404, "Not found", "There is no such chat or message here.")
-
-    @app.exception_handler(DbUnavailable)
-    async def db_down(request: Request, exc: DbUnavailable) -> Response:
-        return _error(
-            request,
-            503,
-            "Parlor is temporarily unavailable",
-            "Parlor cannot reach its storage right now. Nothing is lost: try again in a moment.",
-        )
+    for failure, (status, title, message) in FIXED_ERRORS.items():
+        app.add_exception_handler(failure, _fixed_error(status, title, message))
 
     @app.exception_handler(Refused)
     async def refused(request: Request, exc: Refused) -> Response:
