@@ -141,6 +141,20 @@ async def chat_page(
     return page(request, "chats.html", ctx, status=status)
 
 
+def confirm_delete_page(
+    request: Request, *, heading: str, consequence: str, action: str, cancel: str, kind: str = ""
+) -> Response:
+    """The page that asks before a delete: `action` deletes (POST), `cancel` goes back."""
+    ctx = {
+        "heading": heading,
+        "consequence": consequence,
+        "action": action,
+        "cancel": cancel,
+        "kind": kind,
+    }
+    return page(request, "confirm_delete.html", ctx)
+
+
 def composer_failure(request: Request, chat_id: UUID | None, refused: SendRefused) -> Response:
     """Give the typed text back with the reason, so nothing typed is ever lost."""
     ctx = {

@@ -11,7 +11,14 @@ from starlette.responses import Response
 from chat_ui import commands, deps, window
 from chat_ui.conversation import SendRefused, chat_title
 from chat_ui.routes.commands import typed_command
-from chat_ui.web import chat_page, composer_failure, form_text, is_htmx, page, redirect
+from chat_ui.web import (
+    chat_page,
+    composer_failure,
+    confirm_delete_page,
+    form_text,
+    is_htmx,
+    redirect,
+)
 
 router = APIRouter()
 
@@ -84,7 +91,13 @@ async def set_system_prompt(
 @router.get("/chats/{chat_id}/delete")
 async def confirm_delete(request: Request, chat_id: UUID, conv: deps.Conversation) -> Response:
     chat = await conv.load_unreconciled(chat_id)
-    return page(request, "confirm_delete.html", {"chat": chat, "title": chat_title(chat)})
+    return confirm_delete_page(
+        request,
+        heading=f"Delete “{chat_title(chat)}”?",
+        consequence="The chat and all its messages are removed for good.",
+        action=f"/chats/{chat.id}/delete",
+        cancel=f"/chats/{chat.id}",
+    )
 
 
 @router.post("/chats/{chat_id}/delete")

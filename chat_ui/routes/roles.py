@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from chat_ui import deps
 from chat_ui.roles import RoleForm, RoleRefused, read_role
-from chat_ui.web import page, redirect
+from chat_ui.web import confirm_delete_page, page, redirect
 
 router = APIRouter()
 
@@ -82,7 +82,14 @@ async def update_role(
 @router.get("/roles/{role_id}/delete")
 async def confirm_delete_role(request: Request, role_id: UUID, roles: deps.Roles) -> Response:
     role = await roles.get(role_id)
-    return page(request, "confirm_delete_role.html", {"role": role})
+    return confirm_delete_page(
+        request,
+        heading=f"Delete the role “{role.name}”?",
+        consequence="Chats that use its settings keep them.",
+        action=f"/roles/{role.id}/delete",
+        cancel="/roles",
+        kind="-role",
+    )
 
 
 @router.post("/roles/{role_id}/delete")
