@@ -41,16 +41,32 @@ async def list_roles(request: Request, roles: deps.Roles, conv: deps.Conversatio
     return await _roles_page(request, roles, conv)
 
 
+async def _save_role(
+    request: Request,
+    roles: deps.Roles,
+    conv: deps.Conversation,
+    form: RoleForm,
+    role_id: UUID | None,
+) -> Response:
+    """The role form sent (a new role, or `role_id` edited): back to the list, or, when
+    refused, the form again with its messages and what was typed."""
+    try:
+        if role_id is None:
+            await roles.create(form)
+        else:
+            await roles.update(role_id, form)
+    except RoleRefused as refused:
+        return await _roles_page(
+            request, roles, conv, form=refused.form, editing=role_id, status=refused.status
+        )
+    return redirect(request, "/roles")
+
+
 @router.post("/roles")
 async def create_role(
     request: Request, form: deps.CheckedForm, roles: deps.Roles, conv: deps.Conversation
 ) -> Response:
-    typed = read_role(form)
-    try:
-        await roles.create(typed)
-    except RoleRefused as refused:
-        return await _roles_page(request, roles, conv, form=refused.form, status=refused.status)
-    return redirect(request, "/roles")
+    return await _save_role(request, roles, conv, read_role(form), None)
 
 
 @router.get("/roles/{role_id}")
@@ -69,14 +85,7 @@ async def update_role(
     roles: deps.Roles,
     conv: deps.Conversation,
 ) -> Response:
-    typed = read_role(form)
-    try:
-        await roles.update(role_id, typed)
-    except RoleRefused as refused:
-        return await _roles_page(
-            request, roles, conv, form=refused.form, editing=role_id, status=refused.status
-        )
-    return redirect(request, "/roles")
+    return await _save_role(request, roles, conv, read_role(form), role_id)
 
 
 @router.get("/roles/{role_id}/delete")
