@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, HTTPException, Query, Request
 from starlette.datastructures import FormData
@@ -22,35 +23,25 @@ from chat_ui import (
 from chat_ui.clients import DbApi, LmApi
 from chat_ui.web import LoginRequired, checked_form, session_of, set_session
 
-
-def _settings(request: Request) -> config.Settings:
-    value: config.Settings = request.app.state.settings
-    return value
+T = TypeVar("T")
 
 
-def _db(request: Request) -> DbApi:
-    value: DbApi = request.app.state.db
-    return value
+def _app_state(name: str, kind: type[T]) -> Callable[[Request], T]:
+    """A dependency: the app's `state.<name>` (set up by chat_ui.main), typed as `kind`."""
+
+    def get(request: Request) -> T:
+        value: T = getattr(request.app.state, name)
+        return value
+
+    return get
 
 
-def _lm(request: Request) -> LmApi:
-    value: LmApi = request.app.state.lm
-    return value
-
-
-def _generations(request: Request) -> generation.Generations:
-    value: generation.Generations = request.app.state.generations
-    return value
-
-
-def _metrics(request: Request) -> metrics.Metrics:
-    value: metrics.Metrics = request.app.state.metrics
-    return value
-
-
-def _sessions(request: Request) -> session.SessionStore:
-    value: session.SessionStore = request.app.state.sessions
-    return value
+_settings = _app_state("settings", config.Settings)
+_db = _app_state("db", DbApi)
+_lm = _app_state("lm", LmApi)
+_generations = _app_state("generations", generation.Generations)
+_metrics = _app_state("metrics", metrics.Metrics)
+_sessions = _app_state("sessions", session.SessionStore)
 
 
 async def _session(
