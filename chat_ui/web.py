@@ -181,8 +181,9 @@ def redirect(request: Request, url: str) -> Response:
 
 
 def bubble_reply(request: Request, message: Message, plain_url: str) -> Response:
-    """What a form on one message answers: with htmx, the message's bubble as it now
-    stands (swapped in place); a plain form goes on to `plain_url`."""
+    """What a request on one message (show, stop, retry, continue) answers: with htmx,
+    the message's bubble as it now stands (swapped in place); without, a redirect to
+    `plain_url`."""
     if not is_htmx(request):
         return redirect(request, plain_url)
     return finish(request, HTMLResponse(bubble(request, message)))
