@@ -80,6 +80,14 @@ class StepBudget:
     per token than one read six a step (one thread of a 2-core CPU), besides the steps
     it waits. On a noisy one the steps shrink instead of overshooting. The margin never
     takes more than half of the prompt's time, so a prompt always moves at a fair pace.
+
+    And a step carries at most twice the prompt tokens of the budgeted step before it
+    (plus one). An estimate can be wrong by far: one stalled plain step inflates what a
+    plain step seems to cost, the next mixed steps then look as if their prompt tokens
+    were free, and the budget would allow hundreds of tokens in one step, a gap of
+    seconds for the running answers (the likely cause of a 6.9 s gap that part 6 of the
+    bench showed on a busy machine). Growing twofold, a step is measured before the
+    next one can be much bigger.
     """
 
     ALPHA = 0.25  # weight of the newest measurement in the moving averages
@@ -96,6 +104,7 @@ class StepBudget:
         self._decode_s: dict[int, float] = {}  # rows -> seconds of its llama_decode
         self._token_s: float | None = None  # seconds one prompt token adds to a decode
         self._error_s = 0.0  # mean absolute error of predicted decode seconds
+        self._last = self.FIRST_GUESS  # prompt tokens of the last budgeted step
 
     def _avg(self, old: float | None, new: float) -> float:
         return new if old is None else old + self.ALPHA * (new - old)
@@ -111,7 +120,7 @@ class StepBudget:
             return max(1, min(self.FIRST_GUESS, room))
         spare = (self.factor - 1.0) * step_s
         allowed = int(max(spare - self.MARGIN * self._error_s, spare / 2) / self._token_s)
-        return max(1, min(allowed, room))
+        return max(1, min(allowed, 2 * self._last + 1, room))
 
     def record(
         self, rows: int, prompt_tokens: int, decode_s: float, step_s: float, *, budgeted: bool
@@ -134,6 +143,7 @@ class StepBudget:
             self._decode_s[rows] = self._avg(plain, decode_s)
             self._step_s[rows] = self._avg(self._step_s.get(rows), step_s)
             return
+        self._last = prompt_tokens
         if plain is None:
             return
         if self._token_s is not None:

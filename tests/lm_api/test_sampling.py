@@ -375,14 +375,30 @@ def _steady(budget: StepBudget, plain_s: list[float], token_s: float, tokens: in
 
 
 def test_the_step_budget_keeps_a_margin_for_noise() -> None:
+    # Times in powers of two, so that the arithmetic is exact.
     quiet, noisy = StepBudget(factor=2.5, limit=512), StepBudget(factor=2.5, limit=512)
-    _steady(quiet, [0.040], 0.004, 6)
-    _steady(noisy, [0.020, 0.060], 0.004, 6)  # the same 40 ms on average, but jumpy
-    # Quiet: 1.5 plain steps spare (60 ms), 15 tokens of 4 ms.
-    assert quiet.prompt_tokens(2) == 15
+    _steady(quiet, [1 / 16], 1 / 128, 8)
+    _steady(noisy, [1 / 32, 3 / 32], 1 / 128, 8)  # the same 1/16 s on average, but jumpy
+    # Quiet: 1.5 plain steps spare (3/32 s), 12 tokens of 1/128 s.
+    assert quiet.prompt_tokens(2) == 12
     # Noisy: fewer, so that a step that lands late still stays under the ceiling; but
     # never less than half of the spare time.
-    assert 7 <= noisy.prompt_tokens(2) < 15
+    assert 6 <= noisy.prompt_tokens(2) < 12
+
+
+def test_a_step_carries_at_most_twice_the_prompt_tokens_of_the_one_before() -> None:
+    budget = StepBudget(factor=2.0, limit=512)
+    for _ in range(5):
+        budget.record(2, 0, 0.040, 0.040, budgeted=True)
+    budget.record(2, 4, 0.060, 0.060, budgeted=True)  # 5 ms a token
+    assert budget.prompt_tokens(2) == 8  # 40 ms spare; at most 2 * 4 + 1 = 9
+    budget.record(2, 8, 0.080, 0.080, budgeted=True)
+    # One stalled plain step (a second), then a mixed step that looks as if its prompt
+    # tokens cost nothing beside it: the estimate now allows far more than a step can
+    # carry, but the next step grows only twofold.
+    budget.record(2, 0, 1.0, 1.0, budgeted=True)
+    budget.record(2, 8, 0.080, 0.080, budgeted=True)
+    assert budget.prompt_tokens(2) == 2 * 8 + 1
 
 
 def test_a_prompt_read_whole_does_not_teach_the_budget() -> None:
