@@ -283,7 +283,7 @@ def run(ctx: Context) -> PartResult:
         "long prompt was sent; 'worst gap' and 'median gap while it is read' cover the gaps "
         "that overlap the time from sending the long prompt to its first token.",
         "lm_api reads a prompt beside running answers a few tokens per step, keeping each "
-        "step within LM_API_STEP_BUDGET (2) plain decode steps (stall-free batching, as "
+        "step within LM_API_STEP_BUDGET (2.5) plain decode steps (stall-free batching, as "
         "Sarathi-Serve; vLLM's chunked prefill); llama-server puts the running answers' "
         "next tokens first, then up to its batch size (512) of prompt tokens, every step.",
         "Each run sends a fresh long prompt (a per-run tag first), so no prompt cache "

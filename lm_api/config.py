@@ -77,7 +77,11 @@ class Settings(BaseSettings):
     # batched: how long a step that reads prompt tokens beside running answers may take,
     # in plain decode steps (running answers keep their pace while a long prompt is
     # read a few tokens a step); 0: no limit, prompts are read n_batch tokens a step.
-    step_budget: float = Field(default=2.0, ge=0.0)
+    # 2.5 rather than 2: a 700-token prompt beside two answers (one thread, a busy
+    # 2-core machine) gave its first token after 40 s at 2 and 26-32 s at 2.5 (a few
+    # more tokens a step cost less per token), the worst step still under 3 plain
+    # steps (StepBudget keeps a margin for the machine's noise).
+    step_budget: float = Field(default=2.5, ge=0.0)
 
     @property
     def served_model_name(self) -> str:

@@ -8,17 +8,18 @@ Sarathi-Serve's stall-free batching (vLLM's chunked prefill) fills it:
 
 1. the next token of every running answer, first;
 2. then prompt tokens of newly admitted requests, oldest first, but only as many as keep
-   the step within `LM_API_STEP_BUDGET` (default 2) plain decode steps, measured as the
-   engine runs (`StepBudget`). With no answer streaming there is nobody to hold up, and
-   a prompt is read `n_batch` tokens a step, as fast as llama.cpp reads it. (An answer
-   that has given only its first token is not streaming yet: the prompts of a burst of
-   requests that arrived while the first one's was read are read together, whole.)
+   the step within `LM_API_STEP_BUDGET` (default 2.5) plain decode steps, measured as
+   the engine runs, with a margin for the machine's noise (`StepBudget`). With no
+   answer streaming there is nobody to hold up, and a prompt is read `n_batch` tokens a
+   step, as fast as llama.cpp reads it. (An answer that has given only its first token
+   is not streaming yet: the prompts of a burst of requests that arrived while the
+   first one's was read are read together, whole.)
 
 So a 2,000-token prompt arriving while two answers stream is read a few tokens per step
-beside them: their next token comes at most about twice as late as usual, instead of
-after the whole prompt. Decoding on a CPU is bound by reading the weights, so one pass
-serving four sequences costs little more than one serving a single sequence: aggregate
-throughput grows with the number of chats.
+beside them: their next token comes at most about two and a half times as late as
+usual, instead of after the whole prompt. Decoding on a CPU is bound by reading the
+weights, so one pass serving four sequences costs little more than one serving a single
+sequence: aggregate throughput grows with the number of chats.
 
 The KV cache is one unified buffer of n_ctx * parallel cells (llama.cpp's `kv_unified`,
 as llama-server uses with automatic slots). With one buffer per sequence instead,
@@ -69,10 +70,32 @@ class StepBudget:
     the decode, and allows as many prompt tokens as keep the step within `factor` plain
     steps; always at least one, so a prompt is read even when a token costs more than
     the whole budget.
+
+    `factor` is a ceiling, not an aim: a step costs what the machine gives it, and the
+    running answers see the worst step, not the average one. So the budget also learns
+    how far a step's decode lands from what it predicted (the mean absolute error, as
+    TCP learns the spread of its round trips beside their mean) and keeps that much
+    time spare. On a quiet machine the margin is small and steps come close to the
+    ceiling, which matters: a prompt read two tokens a step costs about a third more
+    per token than one read six a step (one thread of a 2-core CPU), besides the steps
+    it waits. On a noisy one the steps shrink instead of overshooting. The margin never
+    takes more than half of the prompt's time, so a prompt always moves at a fair pace.
+
+    And a step carries at most twice the prompt tokens of the budgeted step before it
+    (plus one). An estimate can be wrong by far: one stalled plain step inflates what a
+    plain step seems to cost, the next mixed steps then look as if their prompt tokens
+    were free, and the budget would allow hundreds of tokens in one step, a gap of
+    seconds for the running answers (the likely cause of a 6.9 s gap that part 6 of the
+    bench showed on a busy machine). Growing twofold, a step is measured before the
+    next one can be much bigger.
     """
 
     ALPHA = 0.25  # weight of the newest measurement in the moving averages
-    FIRST_GUESS = 8  # prompt tokens per step before anything is measured
+    # Prompt tokens per step before anything is measured: few, because an unmeasured
+    # step is the one most likely to overshoot (a prompt token can cost a third of a
+    # plain step on a CPU).
+    FIRST_GUESS = 2
+    MARGIN = 1.0  # mean absolute errors of a step's prediction kept spare
 
     def __init__(self, factor: float, limit: int) -> None:
         self.factor = factor
@@ -80,6 +103,8 @@ class StepBudget:
         self._step_s: dict[int, float] = {}  # rows -> seconds of a plain step
         self._decode_s: dict[int, float] = {}  # rows -> seconds of its llama_decode
         self._token_s: float | None = None  # seconds one prompt token adds to a decode
+        self._error_s = 0.0  # mean absolute error of predicted decode seconds
+        self._last = self.FIRST_GUESS  # prompt tokens of the last budgeted step
 
     def _avg(self, old: float | None, new: float) -> float:
         return new if old is None else old + self.ALPHA * (new - old)
@@ -93,22 +118,39 @@ class StepBudget:
         step_s = self._step_s.get(rows)
         if step_s is None or self._token_s is None:
             return max(1, min(self.FIRST_GUESS, room))
-        allowed = int((self.factor - 1.0) * step_s / self._token_s)
-        return max(1, min(allowed, room))
+        spare = (self.factor - 1.0) * step_s
+        allowed = int(max(spare - self.MARGIN * self._error_s, spare / 2) / self._token_s)
+        return max(1, min(allowed, 2 * self._last + 1, room))
 
-    def record(self, rows: int, prompt_tokens: int, decode_s: float, step_s: float) -> None:
+    def record(
+        self, rows: int, prompt_tokens: int, decode_s: float, step_s: float, *, budgeted: bool
+    ) -> None:
         """Learn from a step of `rows` answer tokens and `prompt_tokens` prompt tokens
-        whose llama_decode took `decode_s` and the whole step `step_s`."""
-        if rows == 0:
-            return
-        if prompt_tokens == 0:
-            self._decode_s[rows] = self._avg(self._decode_s.get(rows), decode_s)
-            self._step_s[rows] = self._avg(self._step_s.get(rows), step_s)
+        whose llama_decode took `decode_s` and the whole step `step_s`; `budgeted` says
+        whether its prompt tokens were held to `prompt_tokens(rows)`.
+
+        Only budgeted steps teach what a prompt token costs: a prompt read whole beside
+        an answer (nobody to protect yet) is read a hundred tokens at a time, and a token
+        costs far less in such a chunk than in the few-token chunks the budget is for. The
+        long prompt that came next would start with steps too big for the running answers.
+        """
+        if rows == 0 or (prompt_tokens and not budgeted):
             return
         plain = self._decode_s.get(rows)
-        if plain is not None:
-            per_token = max(decode_s - plain, 0.0) / prompt_tokens
-            self._token_s = max(self._avg(self._token_s, per_token), 1e-7)
+        if prompt_tokens == 0:
+            if plain is not None:
+                self._error_s = self._avg(self._error_s, abs(decode_s - plain))
+            self._decode_s[rows] = self._avg(plain, decode_s)
+            self._step_s[rows] = self._avg(self._step_s.get(rows), step_s)
+            return
+        self._last = prompt_tokens
+        if plain is None:
+            return
+        if self._token_s is not None:
+            predicted = plain + prompt_tokens * self._token_s
+            self._error_s = self._avg(self._error_s, abs(decode_s - predicted))
+        per_token = max(decode_s - plain, 0.0) / prompt_tokens
+        self._token_s = max(self._avg(self._token_s, per_token), 1e-7)
 
 
 @dataclass
@@ -303,9 +345,10 @@ class BatchedEngine(Engine):
         slot.cached = prompt[:keep]
         slot.todo = prompt[keep:]
 
-    def _plan(self, active: list[Slot]) -> tuple[list[Row], int]:
+    def _plan(self, active: list[Slot]) -> tuple[list[Row], int, bool]:
         """This step's rows: every running answer's next token, then prompt chunks within
-        the budget (oldest admission first); and how many answer rows lead them."""
+        the budget (oldest admission first); how many answer rows lead them; and whether
+        the budget held the prompt tokens back (an answer was streaming)."""
         rows = [Row(s, [s.pending]) for s in active if not s.todo]
         n_answers = len(rows)
         # An answer that has only just given its first token has no pace yet: prompts
@@ -319,12 +362,12 @@ class BatchedEngine(Engine):
                 break
             rows.append(Row(s, s.todo[:n], samples=n == len(s.todo)))
             room -= n
-        return rows, n_answers
+        return rows, n_answers, streaming
 
     def _step(self, active: list[Slot]) -> None:
         """One decode of this step's rows, then sample each slot whose logits it made."""
         started = time.perf_counter()
-        rows, n_answers = self._plan(active)
+        rows, n_answers, budgeted = self._plan(active)
         self._fill(rows)
         try:
             self._decode()
@@ -341,7 +384,18 @@ class BatchedEngine(Engine):
             self._take(slot, token)
         n_prompt = sum(len(r.tokens) for r in rows[n_answers:])
         ended = time.perf_counter()
-        self._budget.record(n_answers, n_prompt, decoded - started, ended - started)
+        self._budget.record(
+            n_answers, n_prompt, decoded - started, ended - started, budgeted=budgeted
+        )
+        # At debug level: what each step carried and cost, to find the step that makes
+        # a long gap between two tokens of the running answers.
+        log.debug(
+            "step: %d answers + %d prompt tokens, decode %.1f ms, step %.1f ms",
+            n_answers,
+            n_prompt,
+            (decoded - started) * 1000,
+            (ended - started) * 1000,
+        )
 
     def _fill(self, rows: list[Row]) -> None:
         """Put the rows into the batch; logits only for each row's last token if it samples."""

@@ -347,23 +347,70 @@ def test_the_step_budget_learns_what_a_prompt_token_costs() -> None:
     assert budget.prompt_tokens(2) == StepBudget.FIRST_GUESS
     for _ in range(20):
         # A plain step of two answers: 38 ms of decode, 40 ms in all.
-        budget.record(2, 0, 0.038, 0.040)
+        budget.record(2, 0, 0.038, 0.040, budgeted=True)
         # Eight prompt tokens add 40 ms to the decode: 5 ms each.
-        budget.record(2, 8, 0.078, 0.080)
-    # Within twice a plain step: 40 ms more, 8 tokens.
+        budget.record(2, 8, 0.078, 0.080, budgeted=True)
+    # Within twice a plain step: 40 ms more, 8 tokens (the steps came as predicted).
     assert budget.prompt_tokens(2) == 8
     assert budget.prompt_tokens(3) == StepBudget.FIRST_GUESS  # not measured yet with 3 rows
     slow = StepBudget(factor=2.0, limit=512)
-    slow.record(1, 0, 0.010, 0.011)
-    slow.record(1, 4, 0.500, 0.501)
+    slow.record(1, 0, 0.010, 0.011, budgeted=True)
+    slow.record(1, 4, 0.500, 0.501, budgeted=True)
     assert slow.prompt_tokens(1) == 1  # a prompt always moves
     assert StepBudget(factor=0, limit=512).prompt_tokens(3) == 509  # no limit asked for
     three = StepBudget(factor=3.0, limit=64)
-    three.record(1, 0, 0.010, 0.010)
-    three.record(1, 10, 0.020, 0.020)  # 1 ms a token: 20 ms more allowed, 20 tokens
+    three.record(1, 0, 0.010, 0.010, budgeted=True)
+    three.record(1, 10, 0.020, 0.020, budgeted=True)  # 1 ms a token: 20 ms more allowed
     assert three.prompt_tokens(1) == 20
-    three.record(1, 0, 0.001, 0.001)  # the moving average follows slowly
+    three.record(1, 0, 0.001, 0.001, budgeted=True)  # the moving average follows slowly
     assert 0 < three.prompt_tokens(1) < 20
+
+
+def _steady(budget: StepBudget, plain_s: list[float], token_s: float, tokens: int) -> None:
+    """Plain steps of two answers taking `plain_s` in turn, each followed by a step with
+    `tokens` prompt tokens that add `token_s` apiece."""
+    for decode_s in plain_s * 10:
+        budget.record(2, 0, decode_s, decode_s, budgeted=True)
+        budget.record(2, tokens, decode_s + tokens * token_s, 0, budgeted=True)
+
+
+def test_the_step_budget_keeps_a_margin_for_noise() -> None:
+    # Times in powers of two, so that the arithmetic is exact.
+    quiet, noisy = StepBudget(factor=2.5, limit=512), StepBudget(factor=2.5, limit=512)
+    _steady(quiet, [1 / 16], 1 / 128, 8)
+    _steady(noisy, [1 / 32, 3 / 32], 1 / 128, 8)  # the same 1/16 s on average, but jumpy
+    # Quiet: 1.5 plain steps spare (3/32 s), 12 tokens of 1/128 s.
+    assert quiet.prompt_tokens(2) == 12
+    # Noisy: fewer, so that a step that lands late still stays under the ceiling; but
+    # never less than half of the spare time.
+    assert 6 <= noisy.prompt_tokens(2) < 12
+
+
+def test_a_step_carries_at_most_twice_the_prompt_tokens_of_the_one_before() -> None:
+    budget = StepBudget(factor=2.0, limit=512)
+    for _ in range(5):
+        budget.record(2, 0, 0.040, 0.040, budgeted=True)
+    budget.record(2, 4, 0.060, 0.060, budgeted=True)  # 5 ms a token
+    assert budget.prompt_tokens(2) == 8  # 40 ms spare; at most 2 * 4 + 1 = 9
+    budget.record(2, 8, 0.080, 0.080, budgeted=True)
+    # One stalled plain step (a second), then a mixed step that looks as if its prompt
+    # tokens cost nothing beside it: the estimate now allows far more than a step can
+    # carry, but the next step grows only twofold.
+    budget.record(2, 0, 1.0, 1.0, budgeted=True)
+    budget.record(2, 8, 0.080, 0.080, budgeted=True)
+    assert budget.prompt_tokens(2) == 2 * 8 + 1
+
+
+def test_a_prompt_read_whole_does_not_teach_the_budget() -> None:
+    budget = StepBudget(factor=2.0, limit=512)
+    for _ in range(5):
+        budget.record(2, 0, 0.040, 0.040, budgeted=True)
+    # A burst's prompt read whole beside answers that are not streaming yet: 100 tokens
+    # at 1 ms each, far cheaper per token than the few-token chunks the budget plans.
+    budget.record(2, 100, 0.140, 0.140, budgeted=False)
+    assert budget.prompt_tokens(2) == StepBudget.FIRST_GUESS  # still not measured
+    budget.record(2, 2, 0.060, 0.060, budgeted=True)  # 10 ms a token in a small chunk
+    assert budget.prompt_tokens(2) == 4
 
 
 def test_common_prefix() -> None:
