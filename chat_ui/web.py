@@ -21,12 +21,26 @@ from chat_ui.conversation import Conversation, SendRefused, chat_title
 from chat_ui.markdown_stream import answer_so_far
 from chat_ui.middleware import RESCUE_FACTOR
 from chat_ui.render import age, group_by_date, markdown_html, theme_of, zone_of
-from chat_ui.render_cache import message_html
+from chat_ui.render_cache import bubble_html, message_html
 from chat_ui.session import Session, SessionCodec
 from chat_ui.window import earlier_href, later_href
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+
+def _render_bubble(message: Message, csrf: str) -> str:
+    """One message rendered by the `bubble` macro of _message.html."""
+    macro = TEMPLATES.env.get_template("_message.html").module.bubble  # type: ignore[attr-defined]
+    return str(macro(message, csrf))
+
+
+def kept_bubble(message: Message, csrf: str) -> str:
+    """One message's bubble, through the render cache (what pages show for each message)."""
+    return bubble_html(message, csrf, _render_bubble)
+
+
 TEMPLATES.env.globals.update(
+    kept_bubble=kept_bubble,
     markdown_html=markdown_html,
     message_html=message_html,
     answer_so_far=answer_so_far,
@@ -203,6 +217,5 @@ def form_text(form: FormData, name: str) -> str:
 
 
 def bubble(request: Request, message: Message) -> str:
-    """One message rendered by the `bubble` macro (also the SSE `done` payload)."""
-    macro = TEMPLATES.env.get_template("_message.html").module.bubble  # type: ignore[attr-defined]
-    return str(macro(message, session_of(request).csrf_token))
+    """One message's bubble for this request's person (also the SSE `done` payload)."""
+    return kept_bubble(message, session_of(request).csrf_token)
