@@ -261,3 +261,22 @@ def test_a_kept_page_shows_each_change_and_each_persons_own_token(
     assert ada.csrf in ada_page and bob.csrf not in ada_page
     assert bob.csrf in bob_page and ada.csrf not in bob_page
     assert "\x00" not in ada_page + bob_page
+
+
+def test_a_page_is_one_read_of_db_api(
+    browser: Browser, fake_db: FakeDb, long_chat: tuple[str, list[str]]
+) -> None:
+    """The chat's window, the sidebar and the roles come in one request (GET /page);
+    a window at a message comes first, then the page's lists in one more."""
+    chat_id, ids = long_chat
+    browser.get(f"/chats/{chat_id}")  # the login's check is kept a while (SessionStore)
+    for url, reads in (
+        (f"/chats/{chat_id}", [("GET", "/page")]),
+        ("/chats", [("GET", "/page")]),
+        (f"/chats/{chat_id}?at={ids[3]}", [("GET", f"/chats/{chat_id}"), ("GET", "/page")]),
+    ):
+        before = len(fake_db.calls)
+        page = browser.get(url)
+        assert page.status_code == 200 and 'class="chat-item' in page.text
+        assert [c for c in fake_db.calls[before:] if not c[1].startswith("/sessions")] == reads, url
+    assert ids[3] in shown(browser.get(f"/chats/{chat_id}?at={ids[3]}").text)
