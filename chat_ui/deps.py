@@ -1,5 +1,9 @@
 """The dependencies routes declare, in one place: `owner: Owner`, `form: CheckedForm`,
-`conv: Conversation`, ... (FastAPI resolves them per request from the app's state)."""
+`conv: Conversation`, ... (FastAPI resolves them per request from the app's state).
+
+Each is `async def` although none awaits anything: FastAPI runs a plain `def` dependency
+in its thread pool, a thread hop each, and a chat page resolves a dozen of them (in the
+profile, more of the page's time than some of its reads)."""
 
 from __future__ import annotations
 
@@ -23,32 +27,32 @@ from chat_ui.clients import DbApi, LmApi
 from chat_ui.web import LoginRequired, checked_form, session_of, set_session
 
 
-def _settings(request: Request) -> config.Settings:
+async def _settings(request: Request) -> config.Settings:
     value: config.Settings = request.app.state.settings
     return value
 
 
-def _db(request: Request) -> DbApi:
+async def _db(request: Request) -> DbApi:
     value: DbApi = request.app.state.db
     return value
 
 
-def _lm(request: Request) -> LmApi:
+async def _lm(request: Request) -> LmApi:
     value: LmApi = request.app.state.lm
     return value
 
 
-def _generations(request: Request) -> generation.Generations:
+async def _generations(request: Request) -> generation.Generations:
     value: generation.Generations = request.app.state.generations
     return value
 
 
-def _metrics(request: Request) -> metrics.Metrics:
+async def _metrics(request: Request) -> metrics.Metrics:
     value: metrics.Metrics = request.app.state.metrics
     return value
 
 
-def _sessions(request: Request) -> session.SessionStore:
+async def _sessions(request: Request) -> session.SessionStore:
     value: session.SessionStore = request.app.state.sessions
     return value
 
@@ -69,11 +73,11 @@ async def _session(
     return session_of(request)
 
 
-def _maybe_owner(current: Annotated[session.Session, Depends(_session)]) -> str | None:
+async def _maybe_owner(current: Annotated[session.Session, Depends(_session)]) -> str | None:
     return current.owner
 
 
-def _owner(owner: Annotated[str | None, Depends(_maybe_owner)]) -> str:
+async def _owner(owner: Annotated[str | None, Depends(_maybe_owner)]) -> str:
     if owner is None:
         raise LoginRequired
     return owner
@@ -95,13 +99,13 @@ MaybeOwner = Annotated[str | None, Depends(_maybe_owner)]
 CheckedForm = Annotated[FormData, Depends(checked_form)]
 
 
-def _conversation(
+async def _conversation(
     owner: Owner, db: Db, generations: Generations, settings: Settings
 ) -> conversation.Conversation:
     return conversation.Conversation(owner, db, generations, settings)
 
 
-def _maybe_conversation(
+async def _maybe_conversation(
     owner: MaybeOwner, db: Db, generations: Generations, settings: Settings
 ) -> conversation.Conversation | None:
     return None if owner is None else conversation.Conversation(owner, db, generations, settings)
@@ -113,7 +117,7 @@ Conversation = Annotated[conversation.Conversation, Depends(_conversation)]
 MaybeConversation = Annotated[conversation.Conversation | None, Depends(_maybe_conversation)]
 
 
-def _versions(
+async def _versions(
     owner: Owner, db: Db, generations: Generations, settings: Settings
 ) -> versions.Versions:
     return versions.Versions(owner, db, generations, settings)
@@ -133,7 +137,7 @@ def _offset(value: str, what: str) -> int:
     return int(value)
 
 
-def _stream_offset(
+async def _stream_offset(
     after: Annotated[str, Query(max_length=64)] = "0",
     last_event_id: Annotated[str | None, Header(max_length=64)] = None,
 ) -> int:
@@ -148,11 +152,13 @@ def _stream_offset(
 StreamOffset = Annotated[int, Depends(_stream_offset)]
 
 
-def _chat_settings(owner: Owner, db: Db, lm: Lm, settings: Settings) -> chat_settings.ChatSettings:
+async def _chat_settings(
+    owner: Owner, db: Db, lm: Lm, settings: Settings
+) -> chat_settings.ChatSettings:
     return chat_settings.ChatSettings(owner, db, lm, settings)
 
 
-def _roles(owner: Owner, db: Db, lm: Lm, settings: Settings) -> roles.Roles:
+async def _roles(owner: Owner, db: Db, lm: Lm, settings: Settings) -> roles.Roles:
     return roles.Roles(owner, db, lm, settings)
 
 
@@ -161,7 +167,7 @@ ChatSettings = Annotated[chat_settings.ChatSettings, Depends(_chat_settings)]
 Roles = Annotated[roles.Roles, Depends(_roles)]
 
 
-def _command_context(
+async def _command_context(
     conv: Conversation, db: Db, lm: Lm, settings_: ChatSettings, roles_: Roles
 ) -> commands.Context:
     return commands.Context(conv, db, lm, settings_, roles_)
