@@ -34,9 +34,9 @@ from chat_ui.contracts import (
     Page,
     Preset,
     PresetWrite,
-    Reason,
     Turn,
 )
+from db_contract import Reason
 
 log = logging.getLogger("chat_ui.clients")
 

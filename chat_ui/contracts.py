@@ -9,30 +9,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Role = Literal["system", "user", "assistant"]
-# The one spelling of a message's state.
-Status = Literal["complete", "pending", "streaming", "interrupted", "error"]
-# An answer still being written by a generation.
-RUNNING: frozenset[Status] = frozenset({"pending", "streaming"})
-# An answer that will not change any more (Retry starts it over).
-FINAL: frozenset[Status] = frozenset({"complete", "interrupted", "error"})
-# Why an answer ended interrupted or in error (the machine code; `error` has the text).
-Reason = Literal[
-    "stopped",
-    "model_unreachable",
-    "model_error",
-    "model_stalled",
-    "context_exceeded",
-    "storage_unreachable",
-    "server_restarted",
-    "lease_expired",
-]
-FinishReason = Literal["stop", "length"]
-TitleSource = Literal["auto", "user", "model"]
+from db_contract import RUNNING, FinishReason, Reason, Role, Status, TitleSource
 
 # What the page says about an answer that ended for this reason, when it has no error text.
 REASON_TEXT: dict[str, str] = {
@@ -231,11 +212,20 @@ class Turn(_Read):
     assistant: Message
 
 
-class MessagePatch(BaseModel):
+class _Write(BaseModel):
+    """A request body chat_ui sends: only the fields set are sent (a field set to None
+    is sent as null, which clears it)."""
+
+    # A misspelled field is chat_ui's bug: caught here, not dropped on the way.
+    model_config = ConfigDict(extra="forbid")
+
+    def body(self) -> dict[str, object]:
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class MessagePatch(_Write):
     """A write to one message (PATCH /messages/{id}): only the fields set are sent, and a
     field set to None clears it."""
-
-    model_config = ConfigDict(extra="forbid")
 
     content: str | None = None
     status: Status | None = None
@@ -255,23 +245,15 @@ class MessagePatch(BaseModel):
     lease_s: float | None = None
     stop_requested: bool | None = None
 
-    def body(self) -> dict[str, object]:
-        return self.model_dump(mode="json", exclude_unset=True)
 
-
-class ChatPatch(BaseModel):
+class ChatPatch(_Write):
     """A change to a chat (PATCH /chats/{id}): only the fields set are sent."""
-
-    model_config = ConfigDict(extra="forbid")
 
     title: str | None = None
     system_prompt: str | None = None
     model: str | None = None
     params: dict[str, Any] | None = None
     title_source: TitleSource | None = None
-
-    def body(self) -> dict[str, object]:
-        return self.model_dump(mode="json", exclude_unset=True)
 
 
 class Preset(_Read):
@@ -286,16 +268,11 @@ class Preset(_Read):
     updated_at: str = ""
 
 
-class PresetWrite(BaseModel):
+class PresetWrite(_Write):
     """A new role, or a change to one (POST /presets, PATCH /presets/{id}): only the
     fields set are sent; None clears system_prompt or model."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str | None = None
     system_prompt: str | None = None
     model: str | None = None
     params: dict[str, Any] | None = None
-
-    def body(self) -> dict[str, object]:
-        return self.model_dump(mode="json", exclude_unset=True)

@@ -35,21 +35,13 @@ from uuid import UUID
 from chat_ui import planning, titles
 from chat_ui.clients import DbApi, DbRejected, DbUnavailable, LmApi, LmError, NotFound, Stale
 from chat_ui.config import Settings
-from chat_ui.contracts import (
-    FINAL,
-    Chat,
-    FinishReason,
-    Message,
-    MessagePatch,
-    Reason,
-    Status,
-    storable,
-)
+from chat_ui.contracts import Chat, Message, MessagePatch, storable
 from chat_ui.leases import Replica, obey
 from chat_ui.metrics import Metrics
 from chat_ui.prompt import PromptPlan, history_before
 from chat_ui.sampling import FIELDS as SAMPLING_FIELDS
 from chat_ui.sampling import sampling_of
+from db_contract import FINAL, FinishReason, Reason, Status
 
 log = logging.getLogger("chat_ui.generation")
 

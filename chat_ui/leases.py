@@ -44,7 +44,8 @@ from typing import TYPE_CHECKING
 
 from chat_ui.clients import DbApi, DbRejected, DbUnavailable, NotFound, Stale
 from chat_ui.config import Settings
-from chat_ui.contracts import FINAL, Message, MessagePatch, Reason
+from chat_ui.contracts import Message, MessagePatch
+from db_contract import FINAL, Reason
 
 if TYPE_CHECKING:
     from chat_ui.generation import Generation

@@ -16,7 +16,7 @@ from chat_ui import trusted_identity
 from chat_ui.answer_stats import answer_stats
 from chat_ui.chat_list import shown_in_sidebar
 from chat_ui.chat_settings import ChatSettings, SettingsView, chosen_params, roles_if_reachable
-from chat_ui.contracts import RUNNING, Chat, Message, Page
+from chat_ui.contracts import Chat, Message, Page
 from chat_ui.conversation import Conversation, SendRefused, chat_title
 from chat_ui.markdown_stream import answer_so_far
 from chat_ui.middleware import RESCUE_FACTOR
@@ -24,6 +24,7 @@ from chat_ui.render import age, group_by_date, markdown_html, theme_of, zone_of
 from chat_ui.render_cache import bubble_html, message_html
 from chat_ui.session import Session, SessionCodec
 from chat_ui.window import earlier_href, later_href
+from db_contract import RUNNING
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 

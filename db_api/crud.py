@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from db_api import tree
 from db_api.models import Chat, LoginSession, Message, Preset, utcnow
-from db_api.schemas import FINAL, RUNNING
+from db_contract import FINAL, RUNNING
 
 ONE_TICK = timedelta(microseconds=1)  # the resolution both backends store
 

@@ -26,25 +26,7 @@ from pydantic import (
 )
 
 from db_api.config import Settings
-
-Role = Literal["system", "user", "assistant"]
-Status = Literal["complete", "pending", "streaming", "interrupted", "error"]
-# An answer still being written, and one that will not be written again by its generation.
-RUNNING = ("pending", "streaming")
-FINAL = ("complete", "interrupted", "error")
-FinishReason = Literal["stop", "length"]
-# Why an answer ended interrupted or in error, as a machine code.
-Reason = Literal[
-    "stopped",
-    "model_unreachable",
-    "model_error",
-    "model_stalled",
-    "context_exceeded",
-    "storage_unreachable",
-    "server_restarted",
-    "lease_expired",
-]
-TitleSource = Literal["auto", "user", "model"]
+from db_contract import FinishReason, Reason, Role, Status, TitleSource
 
 # Columns are 32-bit integers on every backend; larger counts are a client bug.
 INT32_MAX = 2_147_483_647
@@ -128,22 +110,13 @@ Temperature = Annotated[
 ]
 TopP = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False), BeforeValidator(_json_number)]
 MaxTokens = Annotated[int, Field(ge=1, le=32_768), BeforeValidator(_json_number)]
+# Names: non-blank text of a fixed greatest length (the schema states both).
 MAX_MODEL_NAME = 256
-ModelName = Annotated[
-    str,
-    AfterValidator(_storable_text),
-    AfterValidator(_not_blank),
-    Field(max_length=MAX_MODEL_NAME),
-    WithJsonSchema({**NON_BLANK_SCHEMA, "maxLength": MAX_MODEL_NAME}),
-]
+MODEL_NAME_SCHEMA = WithJsonSchema({**NON_BLANK_SCHEMA, "maxLength": MAX_MODEL_NAME})
+ModelName = Annotated[NonBlankText, Field(max_length=MAX_MODEL_NAME), MODEL_NAME_SCHEMA]
 MAX_PRESET_NAME = 100
-PresetName = Annotated[
-    str,
-    AfterValidator(_storable_text),
-    AfterValidator(_not_blank),
-    Field(max_length=MAX_PRESET_NAME),
-    WithJsonSchema({**NON_BLANK_SCHEMA, "maxLength": MAX_PRESET_NAME}),
-]
+PRESET_NAME_SCHEMA = WithJsonSchema({**NON_BLANK_SCHEMA, "maxLength": MAX_PRESET_NAME})
+PresetName = Annotated[NonBlankText, Field(max_length=MAX_PRESET_NAME), PRESET_NAME_SCHEMA]
 # Free-form values of what an answer was generated with (seed, top_k, ...).
 MAX_PARAM_KEYS = 32
 MAX_PARAM_NAME = 64
@@ -160,6 +133,13 @@ ParamScalar = Annotated[
     | None,
     Field(union_mode="left_to_right"),
 ]
+
+
+def _not_null(value: object, info: ValidationInfo) -> object:
+    """For an update's fields that can be left out but not cleared."""
+    if value is None:
+        raise ValueError(f"{info.field_name} cannot be null; leave it out to keep it")
+    return value
 
 
 class _Input(BaseModel):
@@ -337,12 +317,9 @@ class MessageUpdate(_Input):
         "model": "max_model_chars",
     }
 
-    @field_validator("content", "status", "revision", "stop_requested", mode="before")
-    @classmethod
-    def _not_null(cls, value: object, info: ValidationInfo) -> object:
-        if value is None:
-            raise ValueError(f"{info.field_name} cannot be null; leave it out to keep it")
-        return value
+    _reject_null = field_validator(
+        "content", "status", "revision", "stop_requested", mode="before"
+    )(_not_null)
 
 
 class ReopenBody(_Input):
@@ -382,16 +359,9 @@ class PresetCreate(_PresetSettings):
 class PresetUpdate(_PresetSettings):
     """Only the fields sent are changed; null clears system_prompt or model."""
 
-    name: Annotated[
-        PresetName | None, WithJsonSchema({**NON_BLANK_SCHEMA, "maxLength": MAX_PRESET_NAME})
-    ] = None
+    name: Annotated[PresetName | None, PRESET_NAME_SCHEMA] = None
 
-    @field_validator("name", mode="before")
-    @classmethod
-    def _not_null(cls, value: object, info: ValidationInfo) -> object:
-        if value is None:
-            raise ValueError(f"{info.field_name} cannot be null; leave it out to keep it")
-        return value
+    _reject_null = field_validator("name", mode="before")(_not_null)
 
 
 class ChatOut(BaseModel):

@@ -11,7 +11,7 @@ versions of a page of messages are one indexed query, and a subtree is walked do
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -37,18 +37,27 @@ class Versions:
         return self.ids.index(message_id) + 1
 
 
-def _path_up_query() -> sa.Select[tuple[Message]]:
+def _walk_up(
+    name: str, start_param: str, goes_on: Callable[[sa.CTE], list[sa.ColumnElement[bool]]]
+) -> sa.CTE:
+    """A recursive CTE `name` of (id, parent_id, depth): the message bound as `start_param`
+    at depth 0, then its parent, its parent's parent, ... by primary key, one step further
+    while every condition `goes_on(walk)` names holds for the step reached so far."""
     start = (
         sa.select(_messages.c.id, _messages.c.parent_id, sa.literal(0, sa.Integer).label("depth"))
-        .where(_messages.c.id == sa.bindparam("start_id"))
-        .cte("path", recursive=True)
+        .where(_messages.c.id == sa.bindparam(start_param))
+        .cte(name, recursive=True)
     )
     above = _messages.alias("above")
-    path = start.union_all(
+    return start.union_all(
         sa.select(above.c.id, above.c.parent_id, start.c.depth + 1).where(
-            above.c.id == start.c.parent_id, start.c.depth < sa.bindparam("depth_bound")
+            above.c.id == start.c.parent_id, *goes_on(start)
         )
     )
+
+
+def _path_up_query() -> sa.Select[tuple[Message]]:
+    path = _walk_up("path", "start_id", lambda at: [at.c.depth < sa.bindparam("depth_bound")])
     return (
         sa.select(Message)
         .join(path, Message.id == path.c.id)
@@ -58,18 +67,10 @@ def _path_up_query() -> sa.Select[tuple[Message]]:
 
 
 def _ids_below_query() -> sa.Select[tuple[uuid.UUID]]:
-    start = (
-        sa.select(_messages.c.id, _messages.c.parent_id, sa.literal(0, sa.Integer).label("depth"))
-        .where(_messages.c.id == sa.bindparam("leaf_id"))
-        .cte("below", recursive=True)
-    )
-    above = _messages.alias("above")
-    walk = start.union_all(
-        sa.select(above.c.id, above.c.parent_id, start.c.depth + 1).where(
-            above.c.id == start.c.parent_id,
-            start.c.id != sa.bindparam("message_id"),
-            start.c.depth < MAX_DEPTH,
-        )
+    walk = _walk_up(
+        "below",
+        "leaf_id",
+        lambda at: [at.c.id != sa.bindparam("message_id"), at.c.depth < MAX_DEPTH],
     )
     return sa.select(walk.c.id).order_by(walk.c.depth.desc())
 

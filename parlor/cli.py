@@ -47,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--reload",
         action="store_true",
-        help="restart a service when a file of its package changes (for working on Parlor)",
+        help="restart a service when a file of its package (or db_contract) changes "
+        "(for working on Parlor)",
     )
     up.add_argument(
         "--no-download",

@@ -161,35 +161,18 @@ class NginxError(RuntimeError):
     """nginx is missing, or refused the rendered configuration."""
 
 
-def nginx_service(
-    prefix: Path,
-    *,
-    port: int,
-    chat_ui_upstream: str | Sequence[str],
-    static_root: Path = STATIC_ROOT,
-    template: Path = NGINX_TEMPLATE,
-    console_logs: bool = False,
-) -> tuple[ServiceSpec, NginxConfig]:
-    """The site rendered under `prefix` for loopback `port`, checked by `nginx -t`, and the
-    process that serves it."""
+def nginx_service(config: NginxConfig, port: int) -> ServiceSpec:
+    """The process that serves `config` (written by `write_config` to listen on loopback
+    `port`), once `nginx -t` has accepted it."""
     binary = nginx_binary()
     if binary is None:
         raise NginxError("nginx is not installed (Debian: apt-get install nginx)")
-    config = write_config(
-        prefix,
-        listen=f"{LOOPBACK}:{port}",
-        chat_ui_upstream=chat_ui_upstream,
-        static_root=static_root,
-        template=template,
-        console_logs=console_logs,
-    )
     check = subprocess.run(config.test_command(binary), capture_output=True, text=True)
     if check.returncode != 0:
         raise NginxError(f"nginx -t refused {config.conf}:\n{check.stderr}")
-    spec = ServiceSpec(
+    return ServiceSpec(
         name="nginx", command=config.command(binary), url=f"http://{LOOPBACK}:{port}", port=port
     )
-    return spec, config
 
 
 @contextlib.contextmanager
@@ -204,12 +187,14 @@ def run_nginx(
     `upstream_url` (or several chat_ui replicas, round-robin), healthy; yields (its URL,
     the service, its config)."""
     urls = [upstream_url] if isinstance(upstream_url, str) else list(upstream_url)
-    spec, config = nginx_service(
+    port = free_port()
+    config = write_config(
         prefix,
-        port=free_port(),
+        listen=f"{LOOPBACK}:{port}",
         chat_ui_upstream=[url.removeprefix("http://") for url in urls],
         static_root=static_root or STATIC_ROOT,
         template=template,
     )
+    spec = nginx_service(config, port)
     with running(spec, log=config.prefix / "logs" / "stderr.log") as service:
         yield spec.url, service, config

@@ -26,6 +26,8 @@ from parlor.supervisor import LOOPBACK, POLL_S, Service, ServiceSpec, free_port,
 # How long each service may take to answer /health: loading a model from a slow disk on a
 # busy machine is the long one; the others start in seconds.
 DEADLINE_S = {"db_api": 60.0, "lm_api": 600.0, "chat_ui": 60.0}
+# The repository's packages each service imports besides its own (what --reload watches).
+SHARED_PACKAGES = {"db_api": ("db_contract",), "lm_api": (), "chat_ui": ("db_contract",)}
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,8 @@ def service_specs(
     reload: bool = False,
 ) -> list[ServiceSpec]:
     """db_api, lm_api and chat_ui (in that order) on loopback, sharing `token`; with
-    `reload`, each restarts when a file of its own package changes."""
+    `reload`, each restarts when a file of its own package, or of a shared one it
+    imports, changes."""
 
     def spec(name: str, port: int, env: Mapping[str, str], access_log: bool = False) -> ServiceSpec:
         command = uvicorn_command(
@@ -61,7 +64,7 @@ def service_specs(
             port,
             access_log=access_log,
             log_level=log_level,
-            reload_dirs=[REPO / name] if reload else (),
+            reload_dirs=[REPO / p for p in (name, *SHARED_PACKAGES[name])] if reload else (),
         )
         url = f"http://{LOOPBACK}:{port}"
         return ServiceSpec(name, command, url, env, deadline_s=DEADLINE_S[name], port=port)

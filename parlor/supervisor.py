@@ -331,8 +331,24 @@ def run_service(
 ) -> Iterator[Service]:
     """`uvicorn <app>` on a free loopback port with `env`, healthy, its output in
     `log_dir/<name>.log`; stopped after the block."""
+    spec = uvicorn_spec(name, app, env, health_path=health_path, deadline_s=deadline_s, port=port)
+    with running(spec, log=log_dir / f"{name}.log") as service:
+        yield service
+
+
+def uvicorn_spec(
+    name: str,
+    app: str,
+    env: Mapping[str, str],
+    *,
+    health_path: str = "/health",
+    deadline_s: float = 120.0,
+    port: int | None = None,
+) -> ServiceSpec:
+    """`uvicorn <app>` with `env` on loopback `port` (a free one when None), logging
+    warnings only: a service as the tests and benchmarks run it."""
     port = port or free_port()
-    spec = ServiceSpec(
+    return ServiceSpec(
         name=name,
         command=uvicorn_command(app, port, log_level="warning"),
         url=f"http://{LOOPBACK}:{port}",
@@ -341,8 +357,6 @@ def run_service(
         deadline_s=deadline_s,
         port=port,
     )
-    with running(spec, log=log_dir / f"{name}.log") as service:
-        yield service
 
 
 # ---- keeping services running --------------------------------------------------------------

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from parlor.nginx import NginxError, nginx_binary, nginx_service
+from parlor.nginx import NginxError, nginx_binary, nginx_service, write_config
 from parlor.stack import Ports, migrate, service_specs
-from parlor.supervisor import NotHealthy, ServiceExited, Supervisor, port_is_free
+from parlor.supervisor import LOOPBACK, NotHealthy, ServiceExited, Supervisor, port_is_free
 
 DEMO_MODEL = "demo.gguf"
 
@@ -197,7 +197,7 @@ def _run(options: UpOptions) -> int:
     supervisor = Supervisor(say=say, stopping=stopping)
     try:
         if options.reload:
-            say("--reload: a service restarts when a file of its package changes")
+            say("--reload: a service restarts when a file of its package (or db_contract) changes")
         db = supervisor.start(db_spec)
         say(f"loading model {model}")
         others = [name for name in served_models(model) if name != model.stem]
@@ -209,12 +209,13 @@ def _run(options: UpOptions) -> int:
         supervisor.wait_healthy(supervisor.start(ui_spec))
         if nginx:
             try:
-                nginx_spec, _config = nginx_service(
+                config = write_config(
                     data_dir / "nginx",
-                    port=options.port,
-                    chat_ui_upstream=f"127.0.0.1:{ports.chat_ui}",
+                    listen=f"{LOOPBACK}:{options.port}",
+                    chat_ui_upstream=f"{LOOPBACK}:{ports.chat_ui}",
                     console_logs=True,
                 )
+                nginx_spec = nginx_service(config, options.port)
             except NginxError as exc:
                 raise UpError(str(exc)) from None
             supervisor.wait_healthy(supervisor.start(nginx_spec))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import Query, Response, status
+from fastapi import Query, status
 from fastapi.exceptions import RequestValidationError
 
 from db_api import crud
@@ -15,6 +15,7 @@ from db_api.routes.deps import (
     SessionDep,
     SettingsDep,
     answers,
+    deletes,
     owner_scoped_router,
 )
 from db_api.schemas import (
@@ -154,16 +155,10 @@ def update_chat(
     return ChatOut.model_validate(chat)
 
 
-@router.delete(
-    "/chats/{chat_id}",
-    status_code=status.HTTP_204_NO_CONTENT,
-    response_class=Response,
-    responses=NOT_FOUND,
-)
-def delete_chat(chat_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> Response:
+@deletes(router, "/chats/{chat_id}", NOT_FOUND)
+def delete_chat(chat_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> None:
     """Delete the chat and all its messages."""
     crud.delete_chat(session, owner, chat_id)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 def _lease(body: MessageCreate | TurnCreate) -> crud.Lease:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Request, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.types import DecoratedCallable
 from pydantic import BaseModel, WithJsonSchema
 from sqlalchemy.orm import Session
 
@@ -130,6 +131,16 @@ BODY_RESPONSES: dict[int | str, dict[str, Any]] = {
 def owner_scoped_router(tag: str) -> APIRouter:
     """A router whose every route needs the internal token and may answer 401 or 503."""
     return APIRouter(tags=[tag], dependencies=[Depends(require_token)], responses=COMMON_RESPONSES)
+
+
+def deletes(
+    router: APIRouter, path: str, not_found: dict[int | str, dict[str, Any]]
+) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """A DELETE route of `router`: it answers 204 with no body, or `not_found`'s 404 (the
+    handler returns nothing)."""
+    return router.delete(
+        path, status_code=status.HTTP_204_NO_CONTENT, response_class=Response, responses=not_found
+    )
 
 
 def answers(

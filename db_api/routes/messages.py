@@ -6,8 +6,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fastapi import Response, status
-
 from db_api import crud
 from db_api.routes.deps import (
     BODY_RESPONSES,
@@ -15,6 +13,7 @@ from db_api.routes.deps import (
     SessionDep,
     SettingsDep,
     answers,
+    deletes,
     owner_scoped_router,
 )
 from db_api.schemas import (
@@ -31,8 +30,11 @@ router = owner_scoped_router("messages")
 NOT_FOUND = answers(404, "No such message for this owner")
 
 
-def _conflict(description: str) -> dict[int | str, dict[str, Any]]:
-    return answers(409, description, MessageConflict)
+def _write_answers(conflict: str) -> dict[int | str, dict[str, Any]]:
+    """What a write to a message may answer besides the message: 404, 400 for a body
+    that is not JSON, and 409 with the stored message when it is refused (`conflict`
+    says when)."""
+    return {**NOT_FOUND, **BODY_RESPONSES, **answers(409, conflict, MessageConflict)}
 
 
 @router.get("/messages/{message_id}", response_model=MessageOut, responses=NOT_FOUND)
@@ -45,11 +47,7 @@ def get_message(message_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> 
 @router.patch(
     "/messages/{message_id}",
     response_model=MessageOut,
-    responses={
-        **NOT_FOUND,
-        **BODY_RESPONSES,
-        **_conflict("An older revision, or a final answer sent back to pending/streaming"),
-    },
+    responses=_write_answers("An older revision, or a final answer sent back to pending/streaming"),
 )
 def update_message(
     message_id: uuid.UUID,
@@ -67,27 +65,17 @@ def update_message(
     return MessageOut.of(message, versions.ids)
 
 
-@router.delete(
-    "/messages/{message_id}",
-    status_code=status.HTTP_204_NO_CONTENT,
-    response_class=Response,
-    responses=NOT_FOUND,
-)
-def delete_message(message_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> Response:
+@deletes(router, "/messages/{message_id}", NOT_FOUND)
+def delete_message(message_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> None:
     """Delete the message and every message below it. If the current branch went with it,
     the newest message left below its parent (else in the chat) becomes the current leaf."""
     crud.delete_message(session, owner, message_id)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post(
     "/messages/{message_id}/reopen",
     response_model=MessageOut,
-    responses={
-        **NOT_FOUND,
-        **BODY_RESPONSES,
-        **_conflict("A user or system message, or an answer still running"),
-    },
+    responses=_write_answers("A user or system message, or an answer still running"),
 )
 def reopen_message(
     message_id: uuid.UUID, body: ReopenBody, owner: OwnerDep, session: SessionDep
@@ -102,11 +90,7 @@ def reopen_message(
 @router.post(
     "/messages/{message_id}/expire",
     response_model=MessageOut,
-    responses={
-        **NOT_FOUND,
-        **BODY_RESPONSES,
-        **_conflict("The answer is not running, or a live lease holds it"),
-    },
+    responses=_write_answers("The answer is not running, or a live lease holds it"),
 )
 def expire_message(
     message_id: uuid.UUID,

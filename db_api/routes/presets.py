@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import Query, Response, status
+from fastapi import Query, status
 
 from db_api import crud
 from db_api.routes.deps import (
@@ -14,6 +14,7 @@ from db_api.routes.deps import (
     SessionDep,
     SettingsDep,
     answers,
+    deletes,
     owner_scoped_router,
 )
 from db_api.schemas import PresetCreate, PresetOut, PresetUpdate, check_limits
@@ -74,12 +75,6 @@ def update_preset(
     return PresetOut.model_validate(preset)
 
 
-@router.delete(
-    "/presets/{preset_id}",
-    status_code=status.HTTP_204_NO_CONTENT,
-    response_class=Response,
-    responses=NOT_FOUND,
-)
-def delete_preset(preset_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> Response:
+@deletes(router, "/presets/{preset_id}", NOT_FOUND)
+def delete_preset(preset_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> None:
     crud.delete_preset(session, owner, preset_id)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import Response, status
+from fastapi import status
 
 from db_api import crud
 from db_api.routes.deps import (
     OwnerDep,
     SessionDep,
     answers,
+    deletes,
     owner_scoped_router,
 )
 from db_api.schemas import SessionOut
@@ -33,13 +34,7 @@ def get_session(session_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> 
     return SessionOut.model_validate(crud.get_session(session, owner, session_id))
 
 
-@router.delete(
-    "/sessions/{session_id}",
-    status_code=status.HTTP_204_NO_CONTENT,
-    response_class=Response,
-    responses=NOT_FOUND,
-)
-def delete_session(session_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> Response:
+@deletes(router, "/sessions/{session_id}", NOT_FOUND)
+def delete_session(session_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> None:
     """Revoke the session."""
     crud.delete_session(session, owner, session_id)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from db_api.models import Chat, Message
-from db_api.schemas import Reason
 from db_api.transfer.tree import PreparedChat, PreparedMessage, Skipped
+from db_contract import Reason
 
 ALREADY_IMPORTED = "already imported"
 # After an import this large, PostgreSQL's planner gets fresh statistics right away

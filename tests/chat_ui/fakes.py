@@ -18,11 +18,10 @@ from typing import Any, get_args
 
 import httpx
 
-from chat_ui.contracts import Message, Status
+from chat_ui.contracts import Message
+from db_contract import FINAL, RUNNING, Status
 
 STATUSES = set(get_args(Status))
-RUNNING = {"pending", "streaming"}
-FINAL = STATUSES - RUNNING
 # Writes of only these steer a generation and leave the revision alone (as in db_api).
 CONTROL_FIELDS = {"lease_owner", "lease_s", "stop_requested"}
 

@@ -6,11 +6,12 @@ import itertools
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from chat_ui.contracts import Chat, Message, Role, Status
+from chat_ui.contracts import Chat, Message
 from chat_ui.conversation import title_from
 from chat_ui.prompt import estimate_tokens, fit_history, history_before
 from chat_ui.render import age, markdown_html
 from chat_ui.session import new_session, normalize_name
+from db_contract import Role, Status
 from tests.chat_ui.test_safety import assert_no_active_content
 
 

@@ -10,12 +10,9 @@ import contextlib
 import hashlib
 import html
 import importlib
-import os
 import random
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -27,7 +24,8 @@ import httpx
 from httpx_sse import EventSource
 from itsdangerous import URLSafeTimedSerializer
 
-from tests.support import REPO, free_port, run_nginx, stop_process, wait_healthy
+from parlor.supervisor import Service, uvicorn_spec
+from tests.support import free_port, run_nginx
 
 TOKEN = "faults-internal-token"
 SECRET = "faults-secret-0123456789abcdef"
@@ -49,79 +47,53 @@ def eventually(condition: Any, deadline_s: float = 60.0, what: str = "condition"
         time.sleep(0.05)  # poll interval
 
 
-class Proc:
-    """One service as a uvicorn process on a port that stays its own across restarts."""
+class Proc(Service):
+    """One service as a uvicorn process on a port that stays its own across restarts,
+    which a test can kill, pause and start again."""
 
-    def __init__(
-        self,
-        name: str,
-        app: str,
-        env: Mapping[str, str],
-        log_dir: Path,
-        *,
-        health: str = "/health",
-        deadline_s: float = 300.0,
-    ) -> None:
-        self.name = name
-        self.app = app
-        self.env = dict(env)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log_dir / f"{name}.log"
-        self.health = health
-        self.deadline_s = deadline_s
-        self.proc: subprocess.Popen[bytes] | None = None
+    def __init__(self, name: str, app: str, env: Mapping[str, str], log_dir: Path) -> None:
+        # A loaded machine may take minutes to start a service.
+        spec = uvicorn_spec(name, app, env, deadline_s=300.0)
+        super().__init__(spec, log=log_dir / f"{name}.log")
+        assert spec.port is not None
+        self.port = spec.port
         self.starts = 0
 
     def start(self) -> None:
-        cmd = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            self.app,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--log-level",
-            "warning",
-        ]
+        """Start it (again) on its port and wait until it is healthy."""
+        assert self.log is not None
+        self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             out.write(f"--- start {self.starts + 1} ---\n".encode())
-            out.flush()
-            self.proc = subprocess.Popen(
-                cmd, cwd=REPO, env={**os.environ, **self.env}, stdout=out, stderr=out
-            )
+        super().start()
         self.starts += 1
-        wait_healthy(
-            self.url + self.health, deadline_s=self.deadline_s, proc=self.proc, log=self.log
-        )
+        self.wait_healthy()
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as when a machine dies."""
-        if self.proc is not None and self.proc.poll() is None:
+        if self.alive():
             self.proc.kill()
             self.proc.wait(timeout=30)
 
     def pause(self) -> None:
-        assert self.proc is not None
         self.proc.send_signal(signal.SIGSTOP)
 
     def resume(self) -> None:
-        assert self.proc is not None
         self.proc.send_signal(signal.SIGCONT)
 
-    def stop(self) -> None:
-        if self.proc is not None:
+    def stop(self, timeout_s: float = 15.0) -> None:
+        if self.alive():
+            # A paused process must run again to hear the request to stop.
             with contextlib.suppress(ProcessLookupError):
                 self.proc.send_signal(signal.SIGCONT)
-            stop_process(self.proc)
+        super().stop(timeout_s)
 
     def ensure_running(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+        if not self.alive():
             self.start()
 
     def log_text(self) -> str:
+        assert self.log is not None
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 

@@ -64,7 +64,7 @@ def test_uvicorn_command_line() -> None:
     assert watched[-3:] == ["--reload", "--reload-dir", str(REPO / "chat_ui")]
 
 
-def test_with_reload_each_service_watches_its_own_package() -> None:
+def test_with_reload_each_service_watches_its_own_and_shared_packages() -> None:
     specs = service_specs(
         Ports(1, 2, 3),
         database_url="sqlite:///x.db",
@@ -73,10 +73,11 @@ def test_with_reload_each_service_watches_its_own_package() -> None:
         secret_key="s" * 20,
         reload=True,
     )
+    shared = {"db_api": ["db_contract"], "lm_api": [], "chat_ui": ["db_contract"]}
     for spec in specs:
         command = list(spec.command)
-        assert command.count("--reload-dir") == 1
-        assert command[command.index("--reload-dir") + 1] == str(REPO / spec.name)
+        watched = [command[i + 1] for i, arg in enumerate(command) if arg == "--reload-dir"]
+        assert watched == [str(REPO / p) for p in (spec.name, *shared[spec.name])]
     plain = service_specs(
         Ports(1, 2, 3), database_url="d", model=Path("m"), token="t", secret_key="s"
     )

@@ -127,16 +127,24 @@ def _imported_modules(package: Path) -> set[str]:
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_service_imports_are_in_its_image(service: str) -> None:
-    """Each image installs only its own group: every module the service imports must come
-    from the standard library, the service itself, or that group's locked closure."""
+    """Each image installs only its own group: every module the service (or a package of
+    the repository that its image copies beside it, such as db_contract) imports must come
+    from the standard library, a package the image copies, or that group's locked closure."""
     import sys
     from importlib.metadata import packages_distributions
 
     installed = _locked_closure(SERVICES[service])
     providers = packages_distributions()
+    copied = {
+        args.split()[0].rstrip("/")
+        for op, args in instructions(REPO / service / "Dockerfile")
+        if op == "COPY" and "--from" not in args and (REPO / args.split()[0]).is_dir()
+    }
+    assert service in copied
+    imported = set().union(*(_imported_modules(REPO / package) for package in copied))
     missing = {}
-    for module in _imported_modules(REPO / service):
-        if module in sys.stdlib_module_names or module in ("__future__", service):
+    for module in imported:
+        if module in sys.stdlib_module_names or module in ("__future__", *copied):
             continue
         # Normalized like the lock's names (PEP 503).
         dists = {re.sub(r"[-_.]+", "-", d).lower() for d in providers.get(module, [])}
