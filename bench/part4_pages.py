@@ -173,9 +173,10 @@ def run(ctx: Context) -> PartResult:
         "The load generator, nginx, chat_ui and db_api share the same CPUs, so requests/s "
         "is a floor for a bigger machine. A chat page shows the latest window of the chat "
         "(chat_ui.window: 50 messages, earlier ones on demand), so it costs chat_ui the "
-        "same whatever the chat's length: a db_api round trip for that window and one for "
-        "the sidebar (its newest 50 chats), and finished answers' HTML comes from the "
-        "render cache after the first view (chat_ui.render_cache).",
+        "same whatever the chat's length: one db_api round trip (GET /page: that window, "
+        "the sidebar's newest 50 chats and the roles), and finished messages' HTML (their "
+        "Markdown and whole bubbles) comes from the render cache after the first view "
+        "(chat_ui.render_cache).",
         "The ratios judge medians; 'fastest samples' ratio' sets the fastest request alone "
         "(and the best run's requests/s) against each other: on a machine shared with other "
         "work the medians carry its load, the fastest samples are closest to each page's own "

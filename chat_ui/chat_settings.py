@@ -82,13 +82,15 @@ class ChatSettings:
         """What the model server lists, or None when it cannot be asked right now."""
         return await self._lm.list_models()
 
-    async def view(self, chat: ChatSummary, *, saved: bool = False) -> SettingsView:
-        """The panel for `chat` as stored."""
+    async def view(
+        self, chat: ChatSummary, *, saved: bool = False, roles: list[Preset] | None = None
+    ) -> SettingsView:
+        """The panel for `chat` as stored; `roles` when they were read already."""
         return SettingsView(
             models=await self.models(),
             model=chat.model or "",
             form=SamplingForm.of(chat.params),
-            roles=await roles_if_reachable(self._db, self.owner),
+            roles=roles if roles is not None else await roles_if_reachable(self._db, self.owner),
             saved=saved,
         )
 

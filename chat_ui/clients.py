@@ -31,6 +31,7 @@ from chat_ui.contracts import (
     ChatSummary,
     Message,
     MessagePatch,
+    Page,
     Preset,
     PresetWrite,
     Turn,
@@ -41,6 +42,8 @@ log = logging.getLogger("chat_ui.clients")
 
 _CHAT_LIST = TypeAdapter(list[ChatSummary])
 _PRESET_LIST = TypeAdapter(list[Preset])
+# The roles a page offers (db_api's own bound on one list of presets).
+MAX_ROLES = 500
 # How long db_api may take to store an imported file (nginx's /import allows as much).
 IMPORT_TIMEOUT_S = 600.0
 
@@ -133,6 +136,17 @@ class DbApi:
         params = {"limit": limit, "offset": offset}
         resp = await self._call("GET", "/chats", owner, params=params)
         return _CHAT_LIST.validate_json(resp.content)
+
+    async def get_page(
+        self, owner: str, chat_id: UUID | None, *, limit: int, chats: int, presets: int
+    ) -> Page:
+        """A page's reads in one round trip: the chat's latest `limit` messages (a
+        missing chat raises NotFound), the newest `chats` chats, the first `presets` roles."""
+        params: dict[str, str | int] = {"limit": limit, "chats": chats, "presets": presets}
+        if chat_id is not None:
+            params["chat"] = str(chat_id)
+        resp = await self._call("GET", "/page", owner, params=params)
+        return Page.model_validate_json(resp.content)
 
     async def create_chat(self, owner: str, settings: ChatPatch | None = None) -> ChatSummary:
         body = settings.body() if settings is not None else {}
@@ -242,7 +256,7 @@ class DbApi:
     # Roles (db_api's presets), owner-scoped like chats.
 
     async def list_presets(self, owner: str) -> list[Preset]:
-        resp = await self._call("GET", "/presets", owner, params={"limit": 500})
+        resp = await self._call("GET", "/presets", owner, params={"limit": MAX_ROLES})
         return _PRESET_LIST.validate_json(resp.content)
 
     async def get_preset(self, owner: str, preset_id: UUID) -> Preset:

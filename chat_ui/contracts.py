@@ -196,6 +196,15 @@ class Chat(ChatSummary):
         return any(m.unsaved for m in self.messages)
 
 
+class Page(_Read):
+    """What one page shows, read in one request (GET /page, see chat_ui.window): a chat's
+    latest window (None when no chat was asked for), the newest chats, the roles."""
+
+    chat: Chat | None = None
+    chats: list[ChatSummary] = []
+    presets: list[Preset] = []
+
+
 class Turn(_Read):
     """What POST /chats/{id}/turns answers: the stored question and its pending answer."""
 

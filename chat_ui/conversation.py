@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from chat_ui.chat_list import SIDEBAR_CHATS
-from chat_ui.clients import DbApi, DbRejected, DbUnavailable, NotFound, Stale
+from chat_ui.clients import MAX_ROLES, DbApi, DbRejected, DbUnavailable, NotFound, Stale
 from chat_ui.config import Settings
 from chat_ui.contracts import (
     Chat,
@@ -21,6 +21,7 @@ from chat_ui.contracts import (
     ChatSummary,
     Message,
     MessagePatch,
+    Page,
     storable,
 )
 from chat_ui.follower import Follower
@@ -121,6 +122,16 @@ class Conversation:
     async def load_window(self, chat_id: UUID, window: dict[str, str | int]) -> Chat:
         """Like `load`, only the window of the branch that chat_ui.window asks for."""
         return await self.reconcile(await self._db.get_chat(self.owner, chat_id, window))
+
+    async def load_page(self, chat_id: UUID | None, limit: int) -> Page:
+        """What a page shows in one read: the chat's latest `limit` messages (reconciled
+        like `load`), one more chat than the sidebar lists, and the roles."""
+        page = await self._db.get_page(
+            self.owner, chat_id, limit=limit, chats=SIDEBAR_CHATS + 1, presets=MAX_ROLES
+        )
+        if page.chat is not None:
+            page.chat = await self.reconcile(page.chat)
+        return page
 
     async def load_unreconciled(self, chat_id: UUID) -> Chat:
         return await self._db.get_chat(self.owner, chat_id)

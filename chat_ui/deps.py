@@ -1,9 +1,13 @@
 """The dependencies routes declare, in one place: `owner: Owner`, `form: CheckedForm`,
-`conv: Conversation`, ... (FastAPI resolves them per request from the app's state)."""
+`conv: Conversation`, ... (FastAPI resolves them per request from the app's state).
+
+Each is `async def` although none awaits anything: FastAPI runs a plain `def` dependency
+in its thread pool, a thread hop each, and a chat page resolves a dozen of them (in the
+profile, more of the page's time than some of its reads)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, HTTPException, Query, Request
@@ -26,10 +30,12 @@ from chat_ui.web import LoginRequired, checked_form, session_of, set_session
 T = TypeVar("T")
 
 
-def _app_state(name: str, kind: type[T]) -> Callable[[Request], T]:
+def _app_state(name: str, kind: type[T]) -> Callable[[Request], Awaitable[T]]:
     """A dependency: the app's `state.<name>` (set up by chat_ui.main), typed as `kind`."""
 
-    def get(request: Request) -> T:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a hop per
+    # dependency per request for what is only an attribute read.
+    async def get(request: Request) -> T:
         value: T = getattr(request.app.state, name)
         return value
 
@@ -60,11 +66,11 @@ async def _session(
     return session_of(request)
 
 
-def _maybe_owner(current: Annotated[session.Session, Depends(_session)]) -> str | None:
+async def _maybe_owner(current: Annotated[session.Session, Depends(_session)]) -> str | None:
     return current.owner
 
 
-def _owner(owner: Annotated[str | None, Depends(_maybe_owner)]) -> str:
+async def _owner(owner: Annotated[str | None, Depends(_maybe_owner)]) -> str:
     if owner is None:
         raise LoginRequired
     return owner
@@ -86,13 +92,13 @@ MaybeOwner = Annotated[str | None, Depends(_maybe_owner)]
 CheckedForm = Annotated[FormData, Depends(checked_form)]
 
 
-def _conversation(
+async def _conversation(
     owner: Owner, db: Db, generations: Generations, settings: Settings
 ) -> conversation.Conversation:
     return conversation.Conversation(owner, db, generations, settings)
 
 
-def _maybe_conversation(
+async def _maybe_conversation(
     owner: MaybeOwner, db: Db, generations: Generations, settings: Settings
 ) -> conversation.Conversation | None:
     return None if owner is None else conversation.Conversation(owner, db, generations, settings)
@@ -104,7 +110,7 @@ Conversation = Annotated[conversation.Conversation, Depends(_conversation)]
 MaybeConversation = Annotated[conversation.Conversation | None, Depends(_maybe_conversation)]
 
 
-def _versions(
+async def _versions(
     owner: Owner, db: Db, generations: Generations, settings: Settings
 ) -> versions.Versions:
     return versions.Versions(owner, db, generations, settings)
@@ -124,7 +130,7 @@ def _offset(value: str, what: str) -> int:
     return int(value)
 
 
-def _stream_offset(
+async def _stream_offset(
     after: Annotated[str, Query(max_length=64)] = "0",
     last_event_id: Annotated[str | None, Header(max_length=64)] = None,
 ) -> int:
@@ -139,11 +145,13 @@ def _stream_offset(
 StreamOffset = Annotated[int, Depends(_stream_offset)]
 
 
-def _chat_settings(owner: Owner, db: Db, lm: Lm, settings: Settings) -> chat_settings.ChatSettings:
+async def _chat_settings(
+    owner: Owner, db: Db, lm: Lm, settings: Settings
+) -> chat_settings.ChatSettings:
     return chat_settings.ChatSettings(owner, db, lm, settings)
 
 
-def _roles(owner: Owner, db: Db, lm: Lm, settings: Settings) -> roles.Roles:
+async def _roles(owner: Owner, db: Db, lm: Lm, settings: Settings) -> roles.Roles:
     return roles.Roles(owner, db, lm, settings)
 
 
@@ -152,7 +160,7 @@ ChatSettings = Annotated[chat_settings.ChatSettings, Depends(_chat_settings)]
 Roles = Annotated[roles.Roles, Depends(_roles)]
 
 
-def _command_context(
+async def _command_context(
     conv: Conversation, db: Db, lm: Lm, settings_: ChatSettings, roles_: Roles
 ) -> commands.Context:
     return commands.Context(conv, db, lm, settings_, roles_)

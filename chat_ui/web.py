@@ -16,18 +16,32 @@ from chat_ui import trusted_identity
 from chat_ui.answer_stats import answer_stats
 from chat_ui.chat_list import shown_in_sidebar
 from chat_ui.chat_settings import ChatSettings, SettingsView, chosen_params, roles_if_reachable
-from chat_ui.contracts import Chat, Message
+from chat_ui.contracts import Chat, Message, Page
 from chat_ui.conversation import Conversation, SendRefused, chat_title
 from chat_ui.markdown_stream import answer_so_far
 from chat_ui.middleware import RESCUE_FACTOR
 from chat_ui.render import age, group_by_date, markdown_html, theme_of, zone_of
-from chat_ui.render_cache import message_html
+from chat_ui.render_cache import bubble_html, message_html
 from chat_ui.session import Session, SessionCodec
 from chat_ui.window import earlier_href, later_href
 from db_contract import RUNNING
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+
+def _render_bubble(message: Message, csrf: str) -> str:
+    """One message rendered by the `bubble` macro of _message.html."""
+    macro = TEMPLATES.env.get_template("_message.html").module.bubble  # type: ignore[attr-defined]
+    return str(macro(message, csrf))
+
+
+def kept_bubble(message: Message, csrf: str) -> str:
+    """One message's bubble, through the render cache (what pages show for each message)."""
+    return bubble_html(message, csrf, _render_bubble)
+
+
 TEMPLATES.env.globals.update(
+    kept_bubble=kept_bubble,
     markdown_html=markdown_html,
     message_html=message_html,
     answer_so_far=answer_so_far,
@@ -117,14 +131,20 @@ async def chat_page(
     command_note: Any = None,
     status: int = 200,
     panel: SettingsView | None = None,
+    read: Page | None = None,
 ) -> Response:
     """The chats page: the sidebar and a chat (or, without one, a new chat's composer);
-    `panel`: the chat's settings as typed (after a refusal), else as stored."""
+    `panel`: the chat's settings as typed (after a refusal), else as stored; `read`: the
+    sidebar's chats and the roles when they were read with the chat (else read here)."""
     state = request.app.state
+    roles = read.presets if read is not None else None
     if chat is not None and panel is None:
-        panel = await ChatSettings(conv.owner, state.db, state.lm, state.settings).view(chat)
+        settings = ChatSettings(conv.owner, state.db, state.lm, state.settings)
+        panel = await settings.view(chat, roles=roles)
+    if chat is None and roles is None:
+        roles = await roles_if_reachable(state.db, conv.owner)
     ctx = {
-        "chats": await conv.chats(),
+        "chats": read.chats if read is not None else await conv.chats(),
         "chat": chat,
         # Without JavaScript the page reloads itself only while an answer waits for its
         # save (storage away, rare); running answers stream into the page instead.
@@ -133,7 +153,7 @@ async def chat_page(
         "composer_error": composer_error,
         "panel": panel,
         # A new chat can start from a role, or with a model picked beside its first message.
-        "roles": None if chat is not None else await roles_if_reachable(state.db, conv.owner),
+        "roles": None if chat is not None else roles,
         # A slash command's answer (chat_ui.commands.Note), shown above the message box.
         "command_note": command_note,
         "new_chat_models": None if chat is not None else await state.lm.list_models(),
@@ -227,6 +247,5 @@ def form_text(form: FormData, name: str) -> str:
 
 
 def bubble(request: Request, message: Message) -> str:
-    """One message rendered by the `bubble` macro (also the SSE `done` payload)."""
-    macro = TEMPLATES.env.get_template("_message.html").module.bubble  # type: ignore[attr-defined]
-    return str(macro(message, session_of(request).csrf_token))
+    """One message's bubble for this request's person (also the SSE `done` payload)."""
+    return kept_bubble(message, session_of(request).csrf_token)

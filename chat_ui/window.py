@@ -14,7 +14,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from chat_ui.clients import NotFound
-from chat_ui.contracts import Chat
+from chat_ui.contracts import Chat, Page
 from chat_ui.conversation import Conversation
 
 # Messages a page opens with (and loads per step): about a screenful of scrolling
@@ -52,6 +52,16 @@ async def open_chat(conv: Conversation, chat_id: UUID, at: UUID | None = None) -
         except NotFound:
             pass  # the chat's own 404, if it is missing, comes from the next call
     return await conv.load_window(chat_id, latest())
+
+
+async def open_page(conv: Conversation, chat_id: UUID, at: UUID | None = None) -> Page:
+    """What the chat's page shows, as `open_chat` opens it: the latest window comes with
+    the page's other reads (the sidebar, the roles) in one round trip to db_api, the
+    common case; a window at a message comes first, then the rest."""
+    if at is None:
+        return await conv.load_page(chat_id, WINDOW)
+    chat = await open_chat(conv, chat_id, at)
+    return (await conv.load_page(None, WINDOW)).model_copy(update={"chat": chat})
 
 
 def earlier_href(chat: Chat) -> str | None:

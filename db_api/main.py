@@ -20,7 +20,7 @@ from db_api import crud
 from db_api.config import Settings
 from db_api.db import head_revision, make_engine, make_sessionmaker
 from db_api.metrics import MetricsMiddleware, RequestMetrics
-from db_api.routes import chats, messages, ops, presets, search, sessions, transfer
+from db_api.routes import chats, messages, ops, pages, presets, search, sessions, transfer
 from db_api.routes.deps import forbid_unknown_query
 from db_api.schemas import MessageConflict, MessageOut
 
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(chats.router)
     app.include_router(messages.router)
     app.include_router(presets.router)
+    app.include_router(pages.router)
     app.include_router(sessions.router)
     app.include_router(ops.router)
     app.include_router(search.router)

@@ -25,7 +25,8 @@ router = APIRouter()
 
 @router.get("/chats")
 async def chats_index(request: Request, conv: deps.Conversation) -> Response:
-    return await chat_page(request, conv, None)
+    # The sidebar and the roles in one read (see chat_ui.window.open_page).
+    return await chat_page(request, conv, None, read=await conv.load_page(None, window.WINDOW))
 
 
 @router.post("/chats")
@@ -65,11 +66,11 @@ async def show_chat(
     note: Annotated[str | None, Query(max_length=32)] = None,
 ) -> Response:
     """The chat's latest window of messages, or (`at`) the window holding that message."""
-    # Sequential on purpose: fetching the sidebar concurrently measured slower (a second
-    # pooled connection to db_api), 18 ms vs 50 ms per page on the 2-core dev machine.
-    chat = await window.open_chat(conv, chat_id, at)
+    read = await window.open_page(conv, chat_id, at)
     # `note`: a slash command's redirect says what it did (a fixed key, see commands.py).
-    return await chat_page(request, conv, chat, command_note=commands.redirect_note(note))
+    return await chat_page(
+        request, conv, read.chat, read=read, command_note=commands.redirect_note(note)
+    )
 
 
 @router.post("/chats/{chat_id}/rename")

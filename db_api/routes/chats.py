@@ -88,7 +88,8 @@ def create_chat(
     return ChatOut.model_validate(chat)
 
 
-def _page(page: crud.ChatPage) -> ChatWithMessages:
+def chat_page(page: crud.ChatPage) -> ChatWithMessages:
+    """The window read by crud.get_chat as db_api answers it."""
     return ChatWithMessages(
         **ChatOut.model_validate(page.chat).model_dump(),
         messages=[MessageOut.of(m, page.versions[m.id].ids) for m in page.messages],
@@ -129,7 +130,7 @@ def get_chat(
     page = crud.get_chat(
         session, owner, chat_id, limit=limit, before=before, after=after, around=around
     )
-    return _page(page)
+    return chat_page(page)
 
 
 @router.patch(
@@ -264,4 +265,4 @@ def select_branch(
                 }
             ]
         ) from None
-    return _page(page)
+    return chat_page(page)

@@ -1,5 +1,9 @@
 """Dependencies shared by the routes: settings, a database session, the caller's
-owner key and the internal token check."""
+owner key and the internal token check.
+
+The ones that do no I/O are `async def`: FastAPI runs a plain `def` dependency in its
+thread pool, a thread hop each on every request. The session stays a plain `def` (closing
+it may talk to the database)."""
 
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ OWNER_RE = re.compile(OWNER_PATTERN)
 _bearer = HTTPBearer(auto_error=False, description="DB_API_INTERNAL_TOKEN, when configured")
 
 
-def forbid_unknown_query(request: Request) -> None:
+async def forbid_unknown_query(request: Request) -> None:
     """422 for a query parameter the route does not declare (a typo would otherwise be
     silently ignored), on every route, as the published schema says."""
     route = request.scope.get("route")
@@ -57,7 +61,7 @@ def _query_names(route: APIRoute) -> frozenset[str]:
     return frozenset(names)
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -69,7 +73,7 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def require_token(
+async def require_token(
     settings: Annotated[Settings, Depends(get_settings)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
@@ -85,7 +89,7 @@ def require_token(
         )
 
 
-def get_owner(
+async def get_owner(
     x_owner: Annotated[
         str,
         Header(description="The owner key: 1-128 printable ASCII characters."),

@@ -198,6 +198,8 @@ class FakeDb:
         if any(_unstorable(v) for v in body.values()):
             return httpx.Response(422, json={"detail": "text must not contain NUL"})
         parts = path.strip("/").split("/")
+        if parts == ["page"] and method == "GET":
+            return self._page(request)
         if parts[0] == "sessions":
             return self._sessions(owner, method, parts)
         if parts[0] == "presets":
@@ -324,6 +326,25 @@ class FakeDb:
                 )
                 return httpx.Response(200, json=self._out(msg))
         return httpx.Response(404, json={"detail": "Not Found"})
+
+    def _page(self, request: httpx.Request) -> httpx.Response:
+        """GET /page: what GET /chats/{id}?limit=, GET /chats and GET /presets answer, in
+        one (a missing chat is the page's 404)."""
+        params = request.url.params
+
+        def read(path: str, query: dict[str, str]) -> httpx.Response:
+            url = request.url.copy_with(path=path, params=query)
+            return self._route(httpx.Request("GET", url, headers=request.headers))
+
+        chat = None
+        if "chat" in params:
+            window = read(f"/chats/{params['chat']}", {"limit": params.get("limit", "50")})
+            if window.status_code != 200:
+                return window
+            chat = window.json()
+        chats = read("/chats", {"limit": params.get("chats", "50")}).json()
+        presets = read("/presets", {"limit": params.get("presets", "200")}).json()
+        return httpx.Response(200, json={"chat": chat, "chats": chats, "presets": presets})
 
     def _window(self, chat: dict[str, Any], params: httpx.QueryParams) -> httpx.Response:
         """GET /chats/{id}: the current branch (the path up from the current leaf), or

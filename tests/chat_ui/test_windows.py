@@ -152,12 +152,16 @@ def test_a_second_view_of_a_page_renders_no_markdown(
     browser: Browser, long_chat: tuple[str, list[str]]
 ) -> None:
     chat_id, _ = long_chat
-    browser.get(f"/chats/{chat_id}")
-    misses = render_cache.CACHE.misses
-    hits = render_cache.CACHE.hits
-    assert browser.get(f"/chats/{chat_id}").status_code == 200
-    assert render_cache.CACHE.misses == misses
-    assert render_cache.CACHE.hits == hits + WINDOW // 2  # every answer of the window
+    first = browser.get(f"/chats/{chat_id}")
+    misses = render_cache.CACHE.misses, render_cache.BUBBLES.misses
+    hits = render_cache.BUBBLES.hits
+    second = browser.get(f"/chats/{chat_id}")
+    assert second.status_code == 200
+    # Neither Markdown nor a bubble is rendered again: every message of the window is kept.
+    assert (render_cache.CACHE.misses, render_cache.BUBBLES.misses) == misses
+    assert render_cache.BUBBLES.hits == hits + WINDOW
+    # ... and the page is the same page.
+    assert second.text == first.text
 
 
 def test_the_sidebar_lists_the_newest_chats_and_links_to_all(
@@ -221,3 +225,58 @@ def test_a_long_chat_streams_its_answer_in_its_latest_window(
     assert received.rstrip().endswith("</html>")
     _, done = browser.follow(chat_id, answer)
     assert done.event == "done" and "Part two." in done.data
+
+
+def test_a_kept_page_shows_each_change_and_each_persons_own_token(
+    browsers: Callable[[], Browser], fake_db: FakeDb
+) -> None:
+    """Bubbles are kept between views (render_cache.BUBBLES): a write to a message, a
+    version added beside it and a new message all show at once, and each person's page
+    carries their own CSRF token only."""
+    ada, bob = browsers(), browsers()
+    ada.login("ada")
+    chat_id = ada.new_chat()
+    ids = seed(fake_db, chat_id, 4)
+    owner = fake_db.chats[chat_id]["owner"]
+    assert "message 3: <strong>assistant</strong>" in ada.get(f"/chats/{chat_id}").text
+    with httpx.Client(transport=fake_db.sync_transport(), base_url="http://db") as db:
+        headers = {"X-Owner": owner}
+        db.patch(f"/messages/{ids[3]}", json={"content": "rewritten **answer**"}, headers=headers)
+        page = ada.get(f"/chats/{chat_id}").text
+        assert "rewritten <strong>answer</strong>" in page and "message 3:" not in page
+        # A second version of the first answer (below the same question): its switcher
+        # appears on the branch now shown.
+        body = {"role": "assistant", "content": "another take", "parent_id": ids[0]}
+        db.post(f"/chats/{chat_id}/messages", json=body, headers=headers).raise_for_status()
+        page = ada.get(f"/chats/{chat_id}").text
+        assert "another take" in page and 'class="version-count" aria-hidden="true">2 / 2<' in page
+        question = {"role": "user", "content": "one more"}
+        db.post(f"/chats/{chat_id}/messages", json=question, headers=headers).raise_for_status()
+        assert "one more" in ada.get(f"/chats/{chat_id}").text
+    bob.login("bob")
+    bobs = bob.new_chat()
+    seed(fake_db, bobs, 4)
+    ada_page, bob_page = ada.get(f"/chats/{chat_id}").text, bob.get(f"/chats/{bobs}").text
+    assert ada.csrf and bob.csrf and ada.csrf != bob.csrf
+    assert ada.csrf in ada_page and bob.csrf not in ada_page
+    assert bob.csrf in bob_page and ada.csrf not in bob_page
+    assert "\x00" not in ada_page + bob_page
+
+
+def test_a_page_is_one_read_of_db_api(
+    browser: Browser, fake_db: FakeDb, long_chat: tuple[str, list[str]]
+) -> None:
+    """The chat's window, the sidebar and the roles come in one request (GET /page);
+    a window at a message comes first, then the page's lists in one more."""
+    chat_id, ids = long_chat
+    browser.get(f"/chats/{chat_id}")  # the login's check is kept a while (SessionStore)
+    for url, reads in (
+        (f"/chats/{chat_id}", [("GET", "/page")]),
+        ("/chats", [("GET", "/page")]),
+        (f"/chats/{chat_id}?at={ids[3]}", [("GET", f"/chats/{chat_id}"), ("GET", "/page")]),
+    ):
+        before = len(fake_db.calls)
+        page = browser.get(url)
+        assert page.status_code == 200 and 'class="chat-item' in page.text
+        assert [c for c in fake_db.calls[before:] if not c[1].startswith("/sessions")] == reads, url
+    assert ids[3] in shown(browser.get(f"/chats/{chat_id}?at={ids[3]}").text)

@@ -200,3 +200,30 @@ def test_the_chat_list_reads_the_owner_index(client: TestClient, migrated_url: s
     assert [c["id"] for c in listed] == [
         str(r["id"]) for r in rows if r["owner"] == ALICE["X-Owner"]
     ][:51]
+
+
+def test_a_page_is_its_three_reads_in_one(client: TestClient) -> None:
+    """GET /page answers what GET /chats/{id}?limit=, GET /chats and GET /presets answer,
+    in one request; another owner's chat is a 404, and without `chat` only the lists."""
+    chat_id, _ = _long_chat(client, 6)
+    for i in range(3):
+        new_chat(client, ALICE, title=f"other {i}")
+    preset = {"name": "Pirate", "system_prompt": "Arr.", "params": {}}
+    assert client.post("/presets", json=preset, headers=ALICE).status_code == 201
+    client.post("/presets", json={**preset, "name": "Poet"}, headers=BOB)
+
+    page = client.get("/page", params={"chat": chat_id, "limit": 5, "chats": 2}, headers=ALICE)
+    assert page.status_code == 200, page.text
+    body = page.json()
+    assert body["chat"] == _window(client, chat_id, limit=5)
+    listed = client.get("/chats", params={"limit": 2}, headers=ALICE).json()
+    assert body["chats"] == listed and len(listed) == 2
+    assert body["presets"] == client.get("/presets", headers=ALICE).json()
+    assert [p["name"] for p in body["presets"]] == ["Pirate"]
+
+    lists = client.get("/page", headers=ALICE).json()
+    assert lists["chat"] is None and len(lists["chats"]) == 4
+    assert client.get("/page", params={"chat": chat_id}, headers=BOB).status_code == 404
+    missing = client.get("/page", params={"chat": str(uuid.uuid4())}, headers=ALICE)
+    assert missing.status_code == 404
+    assert client.get("/page", params={"limit": 0}, headers=ALICE).status_code == 422
