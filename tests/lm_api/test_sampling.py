@@ -202,17 +202,35 @@ def run_together(url: str, bodies: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def test_answers_decoded_together_are_those_decoded_alone(fifo_url: str, batched_url: str) -> None:
-    bodies = [
+def _bodies(temperature: float) -> list[dict[str, Any]]:
+    return [
         {
             "messages": [{"role": "user", "content": f"chat number {i} " * (1 + 3 * i)}],
             "max_tokens": 20 + 5 * i,
             "seed": 100 + i,
-            "temperature": 1.0,
+            "temperature": temperature,
             "repeat_penalty": 1.2,
         }
         for i in range(4)
     ]
+
+
+def test_a_seeded_answer_is_the_fifo_engines(fifo_url: str, batched_url: str) -> None:
+    # One at a time, both engines read the prompt in one pass and decode alone: the same
+    # logits, so the same seeded chain must draw the same tokens.
+    bodies = _bodies(temperature=1.0)
+    expected = [completion(fifo_url, b)["choices"][0]["message"]["content"] for b in bodies]
+    assert [completion(batched_url, b)["choices"][0]["message"]["content"] for b in bodies] == (
+        expected
+    )
+
+
+def test_answers_decoded_together_are_those_decoded_alone(fifo_url: str, batched_url: str) -> None:
+    # Greedy, with penalties: each slot keeps its own history. (Not at temperature 1:
+    # llama.cpp's arithmetic differs in the last bits with how a batch is composed and
+    # how a prompt is split into chunks, as llama-server's does, and a seeded draw can
+    # land on the other side of a boundary; the greedy choice does not move.)
+    bodies = _bodies(temperature=0.0)
     expected = [completion(fifo_url, b)["choices"][0]["message"]["content"] for b in bodies]
     assert run_together(batched_url, bodies) == expected
 
