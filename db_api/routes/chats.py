@@ -9,15 +9,7 @@ from fastapi import Query, status
 from fastapi.exceptions import RequestValidationError
 
 from db_api import crud
-from db_api.routes.deps import (
-    BODY_RESPONSES,
-    OwnerDep,
-    SessionDep,
-    SettingsDep,
-    answers,
-    deletes,
-    owner_scoped_router,
-)
+from db_api.routes import deps
 from db_api.schemas import (
     BranchSelect,
     ChatCreate,
@@ -35,9 +27,9 @@ from db_api.schemas import (
 MAX_OFFSET = 100_000
 # The most messages one window of a chat returns.
 MAX_WINDOW = 1000
-NOT_FOUND = answers(404, "No such chat (or message in it) for this owner")
+NOT_FOUND = deps.answers(404, "No such chat (or message in it) for this owner")
 
-router = owner_scoped_router("chats")
+router = deps.owner_scoped_router("chats")
 
 WindowLimit = Annotated[
     int | None,
@@ -66,8 +58,8 @@ WindowAround = Annotated[
 
 @router.get("/chats", response_model=list[ChatOut])
 def list_chats(
-    owner: OwnerDep,
-    session: SessionDep,
+    owner: deps.OwnerDep,
+    session: deps.SessionDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> list[ChatOut]:
@@ -77,10 +69,13 @@ def list_chats(
 
 
 @router.post(
-    "/chats", status_code=status.HTTP_201_CREATED, response_model=ChatOut, responses=BODY_RESPONSES
+    "/chats",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ChatOut,
+    responses=deps.BODY_RESPONSES,
 )
 def create_chat(
-    body: ChatCreate, owner: OwnerDep, session: SessionDep, settings: SettingsDep
+    body: ChatCreate, owner: deps.OwnerDep, session: deps.SessionDep, settings: deps.SettingsDep
 ) -> ChatOut:
     check_limits(body, settings)
     fields = body.model_dump(exclude={"params"})
@@ -101,8 +96,8 @@ def chat_page(page: crud.ChatPage) -> ChatWithMessages:
 @router.get("/chats/{chat_id}", response_model=ChatWithMessages, responses=NOT_FOUND)
 def get_chat(
     chat_id: uuid.UUID,
-    owner: OwnerDep,
-    session: SessionDep,
+    owner: deps.OwnerDep,
+    session: deps.SessionDep,
     limit: WindowLimit = None,
     before: WindowBefore = None,
     after: WindowAfter = None,
@@ -138,16 +133,16 @@ def get_chat(
     response_model=ChatOut,
     responses={
         **NOT_FOUND,
-        **BODY_RESPONSES,
-        **answers(409, "A model title over the owner's own title"),
+        **deps.BODY_RESPONSES,
+        **deps.answers(409, "A model title over the owner's own title"),
     },
 )
 def update_chat(
     chat_id: uuid.UUID,
     body: ChatUpdate,
-    owner: OwnerDep,
-    session: SessionDep,
-    settings: SettingsDep,
+    owner: deps.OwnerDep,
+    session: deps.SessionDep,
+    settings: deps.SettingsDep,
 ) -> ChatOut:
     """Change the fields sent (null clears a text field; params replaces the settings);
     updated_at moves when anything changed."""
@@ -155,8 +150,8 @@ def update_chat(
     return ChatOut.model_validate(chat)
 
 
-@deletes(router, "/chats/{chat_id}", NOT_FOUND)
-def delete_chat(chat_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> None:
+@deps.deletes(router, "/chats/{chat_id}", NOT_FOUND)
+def delete_chat(chat_id: uuid.UUID, owner: deps.OwnerDep, session: deps.SessionDep) -> None:
     """Delete the chat and all its messages."""
     crud.delete_chat(session, owner, chat_id)
 
@@ -173,14 +168,14 @@ def _parent(body: MessageCreate | TurnCreate) -> uuid.UUID | None:
     "/chats/{chat_id}/messages",
     status_code=status.HTTP_201_CREATED,
     response_model=MessageOut,
-    responses={**NOT_FOUND, **BODY_RESPONSES},
+    responses={**NOT_FOUND, **deps.BODY_RESPONSES},
 )
 def add_message(
     chat_id: uuid.UUID,
     body: MessageCreate,
-    owner: OwnerDep,
-    session: SessionDep,
-    settings: SettingsDep,
+    owner: deps.OwnerDep,
+    session: deps.SessionDep,
+    settings: deps.SettingsDep,
 ) -> MessageOut:
     """Add a message below `parent_id` (left out: the current leaf; null: a new first
     turn). It becomes the current leaf; the chat's updated_at moves with it. A
@@ -206,14 +201,14 @@ def add_message(
     "/chats/{chat_id}/turns",
     status_code=status.HTTP_201_CREATED,
     response_model=TurnOut,
-    responses={**NOT_FOUND, **BODY_RESPONSES},
+    responses={**NOT_FOUND, **deps.BODY_RESPONSES},
 )
 def add_turn(
     chat_id: uuid.UUID,
     body: TurnCreate,
-    owner: OwnerDep,
-    session: SessionDep,
-    settings: SettingsDep,
+    owner: deps.OwnerDep,
+    session: deps.SessionDep,
+    settings: deps.SettingsDep,
 ) -> TurnOut:
     """A question and its pending answer in one transaction: the question below
     `parent_id` (left out: the current leaf; null: a new first turn, i.e. an edit of the
@@ -238,13 +233,13 @@ def add_turn(
 @router.post(
     "/chats/{chat_id}/current",
     response_model=ChatWithMessages,
-    responses={**NOT_FOUND, **BODY_RESPONSES},
+    responses={**NOT_FOUND, **deps.BODY_RESPONSES},
 )
 def select_branch(
     chat_id: uuid.UUID,
     body: BranchSelect,
-    owner: OwnerDep,
-    session: SessionDep,
+    owner: deps.OwnerDep,
+    session: deps.SessionDep,
     limit: WindowLimit = None,
 ) -> ChatWithMessages:
     """Show another branch: the one through `message_id`, or with `version` (1-based)

@@ -7,15 +7,7 @@ import uuid
 from typing import Any
 
 from db_api import crud
-from db_api.routes.deps import (
-    BODY_RESPONSES,
-    OwnerDep,
-    SessionDep,
-    SettingsDep,
-    answers,
-    deletes,
-    owner_scoped_router,
-)
+from db_api.routes import deps
 from db_api.schemas import (
     ExpireBody,
     MessageConflict,
@@ -25,20 +17,22 @@ from db_api.schemas import (
     check_limits,
 )
 
-router = owner_scoped_router("messages")
+router = deps.owner_scoped_router("messages")
 
-NOT_FOUND = answers(404, "No such message for this owner")
+NOT_FOUND = deps.answers(404, "No such message for this owner")
 
 
 def _write_answers(conflict: str) -> dict[int | str, dict[str, Any]]:
     """What a write to a message may answer besides the message: 404, 400 for a body
     that is not JSON, and 409 with the stored message when it is refused (`conflict`
     says when)."""
-    return {**NOT_FOUND, **BODY_RESPONSES, **answers(409, conflict, MessageConflict)}
+    return {**NOT_FOUND, **deps.BODY_RESPONSES, **deps.answers(409, conflict, MessageConflict)}
 
 
 @router.get("/messages/{message_id}", response_model=MessageOut, responses=NOT_FOUND)
-def get_message(message_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> MessageOut:
+def get_message(
+    message_id: uuid.UUID, owner: deps.OwnerDep, session: deps.SessionDep
+) -> MessageOut:
     """The message, with its place among its versions."""
     message, versions = crud.get_message(session, owner, message_id)
     return MessageOut.of(message, versions.ids)
@@ -52,9 +46,9 @@ def get_message(message_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> 
 def update_message(
     message_id: uuid.UUID,
     body: MessageUpdate,
-    owner: OwnerDep,
-    session: SessionDep,
-    settings: SettingsDep,
+    owner: deps.OwnerDep,
+    session: deps.SessionDep,
+    settings: deps.SettingsDep,
 ) -> MessageOut:
     """Change the fields sent; the chat's updated_at moves with it. With `revision`, the
     write applies only if it is newer than the stored revision (else 409 and the stored
@@ -65,8 +59,8 @@ def update_message(
     return MessageOut.of(message, versions.ids)
 
 
-@deletes(router, "/messages/{message_id}", NOT_FOUND)
-def delete_message(message_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> None:
+@deps.deletes(router, "/messages/{message_id}", NOT_FOUND)
+def delete_message(message_id: uuid.UUID, owner: deps.OwnerDep, session: deps.SessionDep) -> None:
     """Delete the message and every message below it. If the current branch went with it,
     the newest message left below its parent (else in the chat) becomes the current leaf."""
     crud.delete_message(session, owner, message_id)
@@ -78,7 +72,7 @@ def delete_message(message_id: uuid.UUID, owner: OwnerDep, session: SessionDep) 
     responses=_write_answers("A user or system message, or an answer still running"),
 )
 def reopen_message(
-    message_id: uuid.UUID, body: ReopenBody, owner: OwnerDep, session: SessionDep
+    message_id: uuid.UUID, body: ReopenBody, owner: deps.OwnerDep, session: deps.SessionDep
 ) -> MessageOut:
     """Set a finished answer back to pending to continue it (revision + 1): its text and
     counts stay, its end (error, reason, finish_reason, stop_requested) is cleared."""
@@ -95,9 +89,9 @@ def reopen_message(
 def expire_message(
     message_id: uuid.UUID,
     body: ExpireBody,
-    owner: OwnerDep,
-    session: SessionDep,
-    settings: SettingsDep,
+    owner: deps.OwnerDep,
+    session: deps.SessionDep,
+    settings: deps.SettingsDep,
 ) -> MessageOut:
     """Mark a running (pending/streaming) answer interrupted with `reason`, only if its
     lease is absent or expired, or held under `lease_owner` (the caller's own name, after

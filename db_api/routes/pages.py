@@ -16,11 +16,11 @@ from fastapi import Query, Response
 from pydantic import BaseModel
 
 from db_api import crud
+from db_api.routes import deps
 from db_api.routes.chats import MAX_WINDOW, NOT_FOUND, chat_page
-from db_api.routes.deps import OwnerDep, SessionDep, owner_scoped_router
 from db_api.schemas import ChatOut, ChatWithMessages, PresetOut
 
-router = owner_scoped_router("pages")
+router = deps.owner_scoped_router("pages")
 
 
 class PageOut(BaseModel):
@@ -38,8 +38,8 @@ class PageOut(BaseModel):
 # for one the model already passed (PageOut is still the documented answer).
 @router.get("/page", response_model=PageOut, responses=NOT_FOUND)
 def page(
-    owner: OwnerDep,
-    session: SessionDep,
+    owner: deps.OwnerDep,
+    session: deps.SessionDep,
     chat: Annotated[uuid.UUID | None, Query(description="A chat of the owner's")] = None,
     limit: Annotated[
         int, Query(ge=1, le=MAX_WINDOW, description="Messages of the chat's window")

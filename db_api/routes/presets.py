@@ -8,27 +8,19 @@ from typing import Annotated
 from fastapi import Query, status
 
 from db_api import crud
-from db_api.routes.deps import (
-    BODY_RESPONSES,
-    OwnerDep,
-    SessionDep,
-    SettingsDep,
-    answers,
-    deletes,
-    owner_scoped_router,
-)
+from db_api.routes import deps
 from db_api.schemas import PresetCreate, PresetOut, PresetUpdate, check_limits
 
-router = owner_scoped_router("presets")
+router = deps.owner_scoped_router("presets")
 
-NOT_FOUND = answers(404, "No such preset for this owner")
-NAME_TAKEN = answers(409, "The owner has a preset of that name already")
+NOT_FOUND = deps.answers(404, "No such preset for this owner")
+NAME_TAKEN = deps.answers(409, "The owner has a preset of that name already")
 
 
 @router.get("/presets", response_model=list[PresetOut])
 def list_presets(
-    owner: OwnerDep,
-    session: SessionDep,
+    owner: deps.OwnerDep,
+    session: deps.SessionDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 200,
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
 ) -> list[PresetOut]:
@@ -41,10 +33,10 @@ def list_presets(
     "/presets",
     status_code=status.HTTP_201_CREATED,
     response_model=PresetOut,
-    responses={**BODY_RESPONSES, **NAME_TAKEN},
+    responses={**deps.BODY_RESPONSES, **NAME_TAKEN},
 )
 def create_preset(
-    body: PresetCreate, owner: OwnerDep, session: SessionDep, settings: SettingsDep
+    body: PresetCreate, owner: deps.OwnerDep, session: deps.SessionDep, settings: deps.SettingsDep
 ) -> PresetOut:
     check_limits(body, settings)
     fields = {**body.model_dump(exclude={"params"}), "params": body.params.stored()}
@@ -53,21 +45,21 @@ def create_preset(
 
 
 @router.get("/presets/{preset_id}", response_model=PresetOut, responses=NOT_FOUND)
-def get_preset(preset_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> PresetOut:
+def get_preset(preset_id: uuid.UUID, owner: deps.OwnerDep, session: deps.SessionDep) -> PresetOut:
     return PresetOut.model_validate(crud.get_preset(session, owner, preset_id))
 
 
 @router.patch(
     "/presets/{preset_id}",
     response_model=PresetOut,
-    responses={**NOT_FOUND, **BODY_RESPONSES, **NAME_TAKEN},
+    responses={**NOT_FOUND, **deps.BODY_RESPONSES, **NAME_TAKEN},
 )
 def update_preset(
     preset_id: uuid.UUID,
     body: PresetUpdate,
-    owner: OwnerDep,
-    session: SessionDep,
-    settings: SettingsDep,
+    owner: deps.OwnerDep,
+    session: deps.SessionDep,
+    settings: deps.SettingsDep,
 ) -> PresetOut:
     """Change the fields sent (null clears system_prompt or model; params replaces the
     settings as a whole)."""
@@ -75,6 +67,6 @@ def update_preset(
     return PresetOut.model_validate(preset)
 
 
-@deletes(router, "/presets/{preset_id}", NOT_FOUND)
-def delete_preset(preset_id: uuid.UUID, owner: OwnerDep, session: SessionDep) -> None:
+@deps.deletes(router, "/presets/{preset_id}", NOT_FOUND)
+def delete_preset(preset_id: uuid.UUID, owner: deps.OwnerDep, session: deps.SessionDep) -> None:
     crud.delete_preset(session, owner, preset_id)

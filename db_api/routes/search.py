@@ -7,18 +7,18 @@ from typing import Annotated
 from fastapi import Query
 
 from db_api import search
-from db_api.routes.deps import OwnerDep, SessionDep, owner_scoped_router
+from db_api.routes import deps
 
 # Results are for people, a page at a time; deep paging is a scraper's.
 MAX_OFFSET = 1000
 
-router = owner_scoped_router("search")
+router = deps.owner_scoped_router("search")
 
 
 @router.get("/search", response_model=list[search.Hit])
 def search_chats(
-    owner: OwnerDep,
-    session: SessionDep,
+    owner: deps.OwnerDep,
+    session: deps.SessionDep,
     q: Annotated[str, Query(max_length=search.MAX_QUERY_CHARS)] = "",
     limit: Annotated[int, Query(ge=1, le=50)] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,

@@ -14,19 +14,12 @@ from pydantic import BaseModel
 
 from db_api.config import Settings
 from db_api.models import utcnow
-from db_api.routes.deps import (
-    ErrorOut,
-    OwnerDep,
-    SessionDep,
-    SettingsDep,
-    answers,
-    owner_scoped_router,
-)
+from db_api.routes import deps
 from db_api.transfer import exporting, importing, reading
 from db_api.transfer.schema import inline_schema
 from db_api.transfer.tree import ImportRejected, Limits, prepare
 
-router = owner_scoped_router("export and import")
+router = deps.owner_scoped_router("export and import")
 
 _EXPORT_SCHEMA = inline_schema()
 
@@ -80,13 +73,13 @@ def _attachment(title: str | None, extension: str) -> str:
                 "text/markdown": {"schema": {"type": "string"}},
             },
         },
-        **answers(404, "No such chat for this owner"),
+        **deps.answers(404, "No such chat for this owner"),
     },
 )
 def export_chat(
     chat_id: uuid.UUID,
-    owner: OwnerDep,
-    session: SessionDep,
+    owner: deps.OwnerDep,
+    session: deps.SessionDep,
     format_: Annotated[Literal["json", "markdown"], Query(alias="format")] = "json",
 ) -> Response:
     """One chat with every branch and version, its settings and times (`format=json`:
@@ -117,7 +110,7 @@ def export_chat(
         }
     },
 )
-def export_all(request: Request, owner: OwnerDep) -> StreamingResponse:
+def export_all(request: Request, owner: deps.OwnerDep) -> StreamingResponse:
     """Every chat of the owner as one JSON file, written while it is read from the
     database a batch of chats at a time (never whole in memory)."""
     day = utcnow().strftime("%Y-%m-%d")
@@ -143,16 +136,18 @@ _IMPORT_BODY: dict[str, Any] = {
     response_model=ImportReport,
     openapi_extra=_IMPORT_BODY,
     responses={
-        400: {"model": ErrorOut, "description": "Not a JSON file or not a readable zip"},
-        413: {"model": ErrorOut, "description": "Larger than the import limit"},
+        400: {"model": deps.ErrorOut, "description": "Not a JSON file or not a readable zip"},
+        413: {"model": deps.ErrorOut, "description": "Larger than the import limit"},
         422: {
-            "model": ErrorOut,
+            "model": deps.ErrorOut,
             "description": "Not an export Parlor reads, nested too deeply, too many chats "
             "or messages, a broken tree (a cycle): nothing was imported",
         },
     },
 )
-async def import_file(request: Request, owner: OwnerDep, settings: SettingsDep) -> ImportReport:
+async def import_file(
+    request: Request, owner: deps.OwnerDep, settings: deps.SettingsDep
+) -> ImportReport:
     """Import the chats of an uploaded export. Each chat is stored whole or not at all;
     a chat the owner already holds (same source and id, or a Parlor chat still in this
     account) is skipped, so importing a file twice adds nothing. Files beyond the limits
